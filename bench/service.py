@@ -1,0 +1,696 @@
+"""The service itself: uploads a second through Kafka, the cache and the decoder processes.
+
+    python -m bench.service [--uploads N] [--videos DIR] [--json OUT]
+
+Each phase runs in a fresh Python process of its own (so that its CPU time and peak RSS are
+its own): an `EmbeddedBroker` (Tansu), and the service from `build_app` on a thread of that
+process, with its real Kafka consumer and producer, its real `UriFetcher`, the verdict cache,
+decoding in `extraction_workers` isolated worker processes and an untrained reference model
+(ResNeXt50+LSTM, 112 px) on the CPU.
+
+* cache hit (in-process cache, and Redis when one answers on 127.0.0.1:6379): one video is
+  screened once to fill the cache, then N uploads of those same bytes (distinct video ids):
+  each is fetched, hashed, found in the cache and its verdict republished; no video work.
+* end to end: every video under `--videos` published once, screened from scratch.
+
+The group join and a warm-up screening come first and are not measured. The uploads are then
+published while a gate in front of the fetcher holds the service back, so the clock (and the
+CPU meter) starts with a backlog on the topic and the publisher's own work is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench._common import (
+    REPO_ROOT,
+    CpuMeter,
+    machine,
+    machine_lines,
+    peak_rss_mib,
+    publish_report,
+    quiet,
+    table,
+)
+
+if TYPE_CHECKING:
+    from consumer.broker import EventSink, Headers
+    from consumer.media import FetchedMedia, MediaFetcher
+    from consumer.metrics import Metrics
+
+DEFAULT_VIDEOS = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+UPLOADS, FLAGS, VERDICTS, DLQ = "media.uploads", "moderation.flags", "screening.verdicts", "dlq"
+UPLOAD_PARTITIONS = 2
+MAX_IN_FLIGHT = 4
+EXTRACTION_WORKERS = 2
+PHASES = {
+    "cache-memory": "cache hit, in-process cache",
+    "cache-redis": "cache hit, Redis cache",
+    "end-to-end": "end to end, distinct videos",
+}
+WARMUP_TIMEOUT_S = 600.0
+PHASE_TIMEOUT_S = 3600.0
+
+
+# -- what the phase process measures ---------------------------------------------------------
+
+
+class WatchedSink:
+    """The real `KafkaEventSink`, noting when each event was acknowledged by the broker.
+
+    Verdicts and dead letters are outcomes (one an upload); flags follow their verdict.
+    `done` is set once `expect(n)` outcomes have been acknowledged.
+    """
+
+    def __init__(self, inner: EventSink) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self._target = 0
+        self.outcomes = 0
+        self.first_outcome: float | None = None
+        self.last_outcome: float | None = None
+        self.last_event: float | None = None
+        self.times: list[float] = []  # of each outcome
+
+    def expect(self, outcomes: int) -> None:
+        with self._lock:
+            self._target = outcomes
+            self.outcomes = 0
+            self.first_outcome = self.last_outcome = self.last_event = None
+            self.times = []
+            self.done.clear()
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        self._inner.send(topic, key, value, headers)  # returns once the broker has it
+        now = time.perf_counter()
+        with self._lock:
+            self.last_event = now
+            if topic in (VERDICTS, DLQ):
+                self.outcomes += 1
+                self.first_outcome = self.first_outcome or now
+                self.last_outcome = now
+                self.times.append(now)
+                if self.outcomes >= self._target:
+                    self.done.set()
+
+    def flush(self, timeout_s: float) -> None:
+        self._inner.flush(timeout_s)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class GatedFetcher:
+    """The real fetcher behind a gate: while it is shut, workers wait before fetching."""
+
+    def __init__(self, inner: MediaFetcher) -> None:
+        self._inner = inner
+        self._open = threading.Event()
+        self._open.set()
+
+    def shut(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def fetch(self, uri: str) -> contextlib.AbstractContextManager[FetchedMedia]:
+        self._open.wait()
+        return self._inner.fetch(uri)
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    name: str
+    cpu_s: float  # user + system, its own and that of its children it has reaped
+
+
+def processes() -> dict[int, Proc]:
+    """Every process in /proc, with its parent and CPU seconds."""
+    hz = os.sysconf("SC_CLK_TCK")
+    found: dict[int, Proc] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+        found[int(entry.name)] = Proc(int(entry.name), int(fields[1]), name, ticks / hz)
+    return found
+
+
+def descendants(table_: dict[int, Proc], root: int, exclude: set[int]) -> list[Proc]:
+    """The live processes under `root`, leaving out `exclude` and everything under them."""
+    children: dict[int, list[Proc]] = {}
+    for proc in table_.values():
+        children.setdefault(proc.ppid, []).append(proc)
+    found: list[Proc] = []
+    stack = [root]
+    while stack:
+        for proc in children.get(stack.pop(), []):
+            if proc.pid not in exclude:
+                found.append(proc)
+                stack.append(proc.pid)
+    return found
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Peak RSS (`VmHWM`) of a live process in MiB; None for a zombie or a vanished one.
+
+    Unlike `ru_maxrss`, it is the peak of the process's own address space: a child started
+    by fork + exec from a large parent does not inherit the parent's RSS as its peak.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Set `VmHWM` back to the current RSS (Linux >= 4.0); False where that is refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TreeSample:
+    """CPU seconds of this process's children (the decoder workers) and of the broker."""
+
+    children_cpu_s: float
+    broker_cpu_s: float
+    redis_cpu_s: float  # every redis-server on the machine (not ours: counted as "others")
+    children: list[Proc]
+
+    @classmethod
+    def take(cls, broker_pid: int | None) -> TreeSample:
+        # Reaped children are in RUSAGE_CHILDREN, live ones in /proc (their CPU reaches
+        # RUSAGE_CHILDREN only once they are waited for): the sum is continuous across a reap.
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        table_ = processes()
+        exclude = {broker_pid} if broker_pid else set()
+        live = descendants(table_, os.getpid(), exclude)
+        broker: list[Proc] = []
+        if broker_pid in table_:
+            broker = [table_[broker_pid], *descendants(table_, broker_pid, set())]
+        return cls(
+            children_cpu_s=reaped.ru_utime + reaped.ru_stime + sum(p.cpu_s for p in live),
+            broker_cpu_s=sum(p.cpu_s for p in broker),
+            redis_cpu_s=sum(p.cpu_s for p in table_.values() if p.name == "redis-server"),
+            children=live,
+        )
+
+
+def counters(metrics: Metrics) -> dict[str, float]:
+    """Every counter of the service's registry, `name{label=value}` → value."""
+    values: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        if family.type != "counter":
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return values
+
+
+def in_flight(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("deepscreen_in_flight") or 0.0
+
+
+def wait_idle(metrics: Metrics, timeout_s: float = 60.0) -> None:
+    """Until no upload is in flight (a verdict's flag is sent after the verdict)."""
+    deadline = time.monotonic() + timeout_s
+    while in_flight(metrics) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"uploads still in flight after {timeout_s:.0f} s")
+        time.sleep(0.001)
+
+
+def upload_event(video_id: str, path: Path) -> bytes:
+    event = {
+        "video_id": video_id,
+        "uri": path.resolve().as_uri(),
+        "uploaded_at": datetime.now(timezone.utc).isoformat(),
+    }
+    return json.dumps(event).encode()
+
+
+def publish(bootstrap: str, uploads: Sequence[tuple[str, Path]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [
+            producer.send(UPLOADS, key=video_id.encode(), value=upload_event(video_id, path))
+            for video_id, path in uploads
+        ]
+        producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=10)
+    finally:
+        producer.close(timeout=10)
+
+
+def warm_copy(video: Path, scratch: Path) -> Path:
+    """`video` plus an empty MP4 `free` box: still the same video, but other bytes (no hit)."""
+    copy = scratch / f"warmup-{video.name}"
+    shutil.copyfile(video, copy)
+    with copy.open("ab") as file:
+        file.write((8).to_bytes(4, "big") + b"free")
+    return copy
+
+
+def redis_cleanup(url: str, prefix: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_phase(kind: str, model: Path, videos: Path, uploads: int, redis_url: str) -> dict[str, Any]:
+    """One phase, in this (fresh) process; returns its figures."""
+    from consumer.app import build_app, fetch_policy
+    from consumer.broker import KafkaEventSink
+    from consumer.embedded import EmbeddedBroker, embedded_kafka_settings
+    from consumer.logs import configure_logging
+    from consumer.media import UriFetcher
+    from consumer.settings import (
+        DetectorSettings,
+        HttpSettings,
+        MediaSettings,
+        RedisSettings,
+        Settings,
+    )
+    from detector.artifact import read_metadata
+
+    configure_logging("error", "console")
+    files = sorted(videos.glob("**/*.mp4"))
+    if not files:
+        raise SystemExit(f"error: no **/*.mp4 under {videos}")
+    label = PHASES[kind]
+    prefix = f"bench-service:{uuid.uuid4().hex[:12]}"
+    cache_url = redis_url if kind == "cache-redis" else ""
+
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-service-")))
+        kafka_log = logging.getLogger("kafka")
+        kafka_log.setLevel(logging.CRITICAL)  # "connection refused" while Tansu starts
+        broker = stack.enter_context(EmbeddedBroker())
+        broker.create_topics({UPLOADS: UPLOAD_PARTITIONS, FLAGS: 1, VERDICTS: 1, DLQ: 1})
+        kafka_log.setLevel(logging.NOTSET)
+        settings = Settings(
+            kafka=embedded_kafka_settings(
+                broker,
+                group_id=f"bench-{uuid.uuid4().hex[:8]}",
+                uploads=UPLOADS,
+                flags=FLAGS,
+                verdicts=VERDICTS,
+                dlq=DLQ,
+                max_in_flight=MAX_IN_FLIGHT,
+            ),
+            redis=RedisSettings(url=cache_url, key_prefix=prefix, verdict_ttl_s=3600),
+            media=MediaSettings(file_roots=(videos.resolve(), scratch.resolve())),
+            detector=DetectorSettings(
+                model_path=model, device="cpu", extraction_workers=EXTRACTION_WORKERS
+            ),
+            http=HttpSettings(host="127.0.0.1", port=0),
+            log_level="error",
+        )
+        if kind == "end-to-end":
+            warm = warm_copy(files[0], scratch)
+            work = [(f"video-{i:03d}-{path.stem}", path) for i, path in enumerate(files)]
+        else:
+            warm = files[0]
+            work = [(f"hit-{i:05d}", files[0]) for i in range(uploads)]
+
+        tick = time.perf_counter()
+        sink = WatchedSink(KafkaEventSink(settings.kafka))
+        fetcher = GatedFetcher(UriFetcher(fetch_policy(settings)))
+        app = build_app(settings, serve_http=False, sink=sink, fetcher=fetcher)
+        build_s = time.perf_counter() - tick
+        metrics = app.metrics
+        thread = threading.Thread(target=app.service.run, name="service", daemon=True)
+        removed = 0
+        try:
+            tick = time.perf_counter()
+            thread.start()
+            # The group join and a first screening (model, decoders, cache): not measured.
+            sink.expect(1)
+            publish(broker.bootstrap, [("warmup", warm)])
+            if not sink.done.wait(WARMUP_TIMEOUT_S):
+                raise TimeoutError(f"no verdict for the warm-up upload in {WARMUP_TIMEOUT_S} s")
+            wait_idle(metrics)
+            warmup_s = time.perf_counter() - tick
+            say(f"[{label}] joined and warmed up in {warmup_s:.1f} s; publishing {len(work)}")
+
+            fetcher.shut()
+            sink.expect(len(work))
+            before = counters(metrics)  # before any of `work` is consumed
+            publish(broker.bootstrap, work)
+            tree0 = TreeSample.take(broker.pid)
+            # Peak RSS of the wall alone: before it, note the peak so far, then reset it.
+            service_pids = [os.getpid(), *(p.pid for p in tree0.children)]
+            setup_peaks = {pid: vm_hwm_mib(pid) for pid in service_pids}
+            peak_reset = all([reset_peak_rss(pid) for pid in service_pids])
+            meter = CpuMeter()
+            started = time.perf_counter()
+            fetcher.open()
+            if not sink.done.wait(PHASE_TIMEOUT_S):
+                got = sink.outcomes
+                raise TimeoutError(f"{got} of {len(work)} outcomes in {PHASE_TIMEOUT_S:.0f} s")
+            wait_idle(metrics)
+            cpu = meter.read()
+            tree1 = TreeSample.take(broker.pid)
+            after = counters(metrics)
+            wall_peaks = {pid: vm_hwm_mib(pid) for pid in [os.getpid(), *setup_peaks]}
+            ru_maxrss_self = peak_rss_mib()
+            new_children = {p.pid for p in tree1.children} - set(setup_peaks)
+        finally:
+            fetcher.open()
+            app.service.stopping.set()
+            thread.join(120)
+            if cache_url:
+                with contextlib.suppress(Exception):
+                    removed = redis_cleanup(cache_url, prefix)
+        if thread.is_alive():
+            raise RuntimeError("the service did not stop within 120 s")
+
+    assert sink.first_outcome is not None and sink.last_outcome is not None
+    end = max(sink.last_event or sink.last_outcome, sink.last_outcome)
+    wall_s = end - started
+    span_s = sink.last_outcome - sink.first_outcome
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    clips = int(delta.get("deepscreen_clips_scored_total", 0))
+    self_cpu = float(cpu["own_cpu_s"] or 0.0)
+    children_cpu = tree1.children_cpu_s - tree0.children_cpu_s
+    broker_cpu = tree1.broker_cpu_s - tree0.broker_cpu_s
+    redis_cpu = tree1.redis_cpu_s - tree0.redis_cpu_s
+    others = cpu["others_cpu_s"]
+    # CpuMeter counts only this process as its own: take the decoder workers and the broker
+    # out of its "other processes", so that those are the processes outside the benchmark.
+    outside = None if others is None else max(0.0, others - children_cpu - broker_cpu)
+    me = os.getpid()
+    child_peaks = [v for pid, v in wall_peaks.items() if pid != me and v is not None]
+    child_setup_peaks = [v for pid, v in setup_peaks.items() if pid != me and v is not None]
+    gaps = sorted(1000 * (b - a) for a, b in zip(sink.times, sink.times[1:], strict=False))
+    count = len(work)
+    metadata = read_metadata(model)
+    say(f"[{label}] {count} uploads in {wall_s:.2f} s")
+    return {
+        "phase": kind,
+        "label": label,
+        "machine": machine("cpu"),
+        "model": {
+            "name": metadata.name,
+            "input_size": metadata.input_size,
+            "trained": metadata.trained,
+        },
+        "uploads": count,
+        "cache": f"redis ({cache_url}, prefix {prefix})" if cache_url else "in-process",
+        "video": str(files[0]) if kind != "end-to-end" else None,
+        "video_bytes": files[0].stat().st_size if kind != "end-to-end" else None,
+        "videos_dir": str(videos),
+        "build_app_s": build_s,
+        "join_and_warmup_s": warmup_s,
+        "wall_s": wall_s,
+        "uploads_per_s": count / wall_s,
+        "first_to_last_verdict_s": span_s,
+        "first_to_last_per_s": (count - 1) / span_s if span_s > 0 else None,
+        "verdict_gap_ms": {
+            "median": statistics.median(gaps) if gaps else None,
+            "p90": gaps[int(0.9 * (len(gaps) - 1))] if gaps else None,
+            "max": gaps[-1] if gaps else None,
+        },
+        "clips": clips,
+        "clips_per_s": clips / wall_s,
+        "counters": delta,
+        "cpu_self_s": self_cpu,
+        "cpu_children_s": children_cpu,
+        "cpu_total_s": self_cpu + children_cpu,
+        "cpu_ms_per_upload": 1000 * (self_cpu + children_cpu) / count,
+        "cores_busy": (self_cpu + children_cpu) / wall_s,
+        "broker_cpu_s": broker_cpu,
+        "redis_server_cpu_s": redis_cpu if cache_url else None,
+        "cpu_meter": {**cpu, "others_cpu_s": outside},
+        "peak_rss_reset_at_start": peak_reset,
+        "peak_rss_self_mib": wall_peaks.get(me) or ru_maxrss_self,
+        "peak_rss_children_mib": max(child_peaks, default=None),
+        "peak_rss_self_before_mib": setup_peaks.get(me),
+        "peak_rss_children_before_mib": max(child_setup_peaks, default=None),
+        "ru_maxrss_self_mib": ru_maxrss_self,
+        "children": [
+            {"pid": pid, "peak_rss_mib": peak, "peak_rss_before_mib": setup_peaks.get(pid)}
+            for pid, peak in wall_peaks.items()
+            if pid != me
+        ],
+        "children_started_during_wall": sorted(new_children),
+        "redis_keys_removed": removed,
+    }
+
+
+# -- the driver: one process a phase, then the report ----------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.service", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--uploads", type=int, default=300, help="uploads of the cache-hit phases")
+    parser.add_argument(
+        "--videos",
+        type=Path,
+        default=DEFAULT_VIDEOS,
+        help=f"videos (**/*.mp4) for the end-to-end phase; default {DEFAULT_VIDEOS}",
+    )
+    parser.add_argument("--json", type=Path, dest="json_out", help="write all figures here")
+    # Internal: the driver runs each phase as `--phase KIND` in a process of its own.
+    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.uploads < 2:
+        parser.error("--uploads must be at least 2")
+    return args
+
+
+def redis_available(url: str = DEFAULT_REDIS) -> bool:
+    from consumer.demo import local_redis_url
+
+    return bool(local_redis_url(url))
+
+
+def write_reference_model(path: Path) -> None:
+    """`init_reference` in a process of its own: this one stays small (no torch), so the phase
+    processes it starts do not begin life with its RSS."""
+    code = (
+        "import sys; from pathlib import Path; from bench._common import quiet; quiet();"
+        " from detector.artifact import init_reference;"
+        " init_reference(Path(sys.argv[1]), input_size=112)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO_ROOT, check=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    files = sorted(args.videos.glob("**/*.mp4"))
+    if not files:
+        raise SystemExit(f"error: no **/*.mp4 under {args.videos}")
+    redis_url = DEFAULT_REDIS if redis_available() else ""
+    kinds = ["cache-memory", *(["cache-redis"] if redis_url else []), "end-to-end"]
+    if not redis_url:
+        say(f"note: no Redis answers at {DEFAULT_REDIS}; the Redis cache phase is skipped")
+    phases: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
+        model = Path(scratch) / "reference-112.pt"
+        write_reference_model(model)
+        for kind in kinds:
+            result = Path(scratch) / f"{kind}.json"
+            command = [
+                sys.executable, "-m", "bench.service", "--phase", kind, "--model", str(model),
+                "--videos", str(args.videos), "--uploads", str(args.uploads),
+                "--redis-url", redis_url, "--result", str(result),
+            ]  # fmt: skip
+            subprocess.run(command, cwd=REPO_ROOT, check=True)
+            phases.append(json.loads(result.read_text()))
+    return {
+        "benchmark": "service",
+        "machine": phases[0]["machine"],
+        "config": {
+            "uploads": args.uploads,
+            "videos_dir": str(args.videos),
+            "videos": len(files),
+            "cache_video": str(files[0]),
+            "cache_video_bytes": files[0].stat().st_size,
+            "redis": redis_url or None,
+            "model": phases[0]["model"],
+            "device": "cpu",
+            "max_in_flight": MAX_IN_FLIGHT,
+            "extraction_workers": EXTRACTION_WORKERS,
+            "upload_partitions": UPLOAD_PARTITIONS,
+            "detector": "DetectorSettings defaults otherwise (windows 8, batch 32, wait 20 ms)",
+        },
+        "phases": phases,
+    }
+
+
+def _mib(value: float | None) -> int | str:
+    return "?" if value is None else round(value)
+
+
+def report(result: dict[str, Any]) -> str:
+    c = result["config"]
+    model = c["model"]
+    phases = result["phases"]
+    cpus = result["machine"]["cpu_count"] or 1
+    throughput = [
+        (
+            p["label"],
+            p["uploads"],
+            round(p["wall_s"], 2),
+            round(p["uploads_per_s"], 2),
+            round(p["first_to_last_per_s"] or 0.0, 2),
+            p["clips"],
+            round(p["clips_per_s"], 2),
+            round(p["join_and_warmup_s"], 1),
+        )
+        for p in phases
+    ]
+    resources = [
+        (
+            p["label"],
+            round(p["cpu_self_s"], 2),
+            round(p["cpu_children_s"], 2),
+            round(p["cpu_ms_per_upload"], 1),
+            round(p["cores_busy"], 2),
+            _mib(p["peak_rss_self_mib"]),
+            _mib(p["peak_rss_children_mib"]),
+            _mib(p["peak_rss_self_before_mib"]),
+            _mib(p["peak_rss_children_before_mib"]),
+        )
+        for p in phases
+    ]
+    details: list[str] = []
+    for p in phases:
+        meter = p["cpu_meter"]
+        counted = ", ".join(
+            f"{k.removeprefix('deepscreen_').removesuffix('_total')} {v:g}"
+            for k, v in sorted(p["counters"].items())
+        )
+        redis = p["redis_server_cpu_s"]
+        others = meter["others_cpu_s"]
+        steal = meter["steal_cpu_s"]
+        gap = p["verdict_gap_ms"]
+        details += [
+            f"{p['label']}: {counted}",
+            f"  gap between consecutive verdicts: median {gap['median'] or 0:.1f} ms,"
+            f" p90 {gap['p90'] or 0:.1f} ms, max {gap['max'] or 0:.1f} ms",
+            f"  CPU in the wall: service {p['cpu_total_s']:.2f} CPU-s"
+            f" ({100 * p['cpu_total_s'] / (p['wall_s'] * cpus):.0f}% of {cpus} CPUs);"
+            f" broker {p['broker_cpu_s']:.2f} CPU-s;"
+            + (f" redis-server {redis:.2f} CPU-s (in others);" if redis is not None else "")
+            + (
+                f" other processes {others:.2f} CPU-s, hypervisor steal {steal:.2f} s"
+                if others is not None and steal is not None
+                else ""
+            ),
+        ]
+    return "\n".join(
+        [
+            "deepscreen service benchmark (in-process service, embedded Kafka broker)",
+            *machine_lines(result["machine"]),
+            f"model {model['name']} ({model['input_size']} px, trained={model['trained']}) on the"
+            f" CPU; max_in_flight={c['max_in_flight']}, extraction_workers="
+            f"{c['extraction_workers']}, uploads topic: {c['upload_partitions']} partitions",
+            f"cache-hit video {c['cache_video']} ({c['cache_video_bytes']:,} bytes);"
+            f" end to end: {c['videos']} videos under {c['videos_dir']}",
+            "",
+            table(
+                [
+                    "phase",
+                    "uploads",
+                    "wall s",
+                    "uploads/s",
+                    "first→last /s",
+                    "clips",
+                    "clips/s",
+                    "join+warm-up s",
+                ],
+                throughput,
+            ),
+            "",
+            "CPU and peak RSS: the service process (self) and its decoder workers (children)",
+            table(
+                [
+                    "phase",
+                    "CPU self s",
+                    "CPU children s",
+                    "CPU ms/upload",
+                    "cores busy",
+                    "RSS self MiB",
+                    "RSS children MiB",
+                    "before: self",
+                    "before: children",
+                ],
+                resources,
+            ),
+            "",
+            "counters during the wall (the service's metrics) and the machine's CPU:",
+            *details,
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    quiet()
+    args = parse_args(argv)
+    if args.phase:
+        if args.model is None or args.result is None:
+            raise SystemExit("error: --phase needs --model and --result")
+        figures = run_phase(args.phase, args.model, args.videos, args.uploads, args.redis_url)
+        args.result.write_text(json.dumps(figures, indent=2) + "\n")
+        return
+    result = run(args)
+    publish_report(result, report(result), args.json_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Wire the service from its settings: the one place that builds real adapters.
+
+Tests build the same graph with in-memory twins through the keyword arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from consumer.broker import EventSink, KafkaEventSink, KafkaUploadSource, UploadSource
+from consumer.cache import InMemoryVerdictCache, RedisVerdictCache, VerdictCache
+from consumer.health import HealthServer
+from consumer.media import FetchPolicy, MediaFetcher, UriFetcher
+from consumer.metrics import Metrics
+from consumer.processing import UploadProcessor
+from consumer.service import Service
+from consumer.settings import Settings
+from detector.artifact import load
+from detector.batching import BatchingScorer
+from detector.isolation import ExtractFn, IsolatedExtractor, default_extract
+from detector.pipeline import Detector
+from detector.scoring import TorchScorer
+
+log = structlog.get_logger("deepscreen")
+
+
+@dataclass
+class App:
+    service: Service
+    metrics: Metrics
+    health: HealthServer | None
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    media = settings.media
+    return FetchPolicy(
+        file_roots=tuple(media.file_roots),
+        allowed_hosts=tuple(media.allowed_hosts),
+        allow_private_addresses=media.allow_private_addresses,
+        max_bytes=media.max_bytes,
+        connect_timeout_s=media.connect_timeout_s,
+        read_timeout_s=media.read_timeout_s,
+        total_timeout_s=media.total_timeout_s,
+        max_redirects=media.max_redirects,
+        temp_dir=media.temp_dir,
+    )
+
+
+def build_cache(settings: Settings, metrics: Metrics) -> VerdictCache:
+    redis = settings.redis
+    if not redis.url:
+        log.info("cache_in_process", reason="DEEPSCREEN_REDIS__URL is empty")
+        return InMemoryVerdictCache()
+    return RedisVerdictCache(
+        redis.url,
+        password=redis.password.get_secret_value() if redis.password else None,
+        prefix=redis.key_prefix,
+        verdict_ttl_s=redis.verdict_ttl_s,
+        claim_ttl_s=redis.claim_ttl_s,
+        socket_timeout_s=redis.socket_timeout_s,
+        retry_after_s=redis.retry_after_s,
+        metrics=metrics,
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    serve_http: bool = True,
+    sink: EventSink | None = None,
+    source_factory: Callable[[Service], UploadSource] | None = None,
+    fetcher: MediaFetcher | None = None,
+    cache: VerdictCache | None = None,
+    extract: ExtractFn = default_extract,
+) -> App:
+    """The service and its HTTP endpoints, ready to `run()`; the model is loaded here."""
+    metrics = Metrics()
+    stopping = threading.Event()
+    detector_settings = settings.detector
+    loaded = load(detector_settings.model_path, detector_settings.device)
+    log.info(
+        "model_loaded",
+        name=loaded.info.name,
+        version=loaded.info.version,
+        sha256=loaded.info.sha256,
+        trained=loaded.info.trained,
+        device=str(loaded.device),
+    )
+    if not loaded.info.trained:
+        log.warning("model_untrained", effect="scores mean nothing; for tests and demos only")
+    scorer = BatchingScorer(
+        TorchScorer(
+            loaded, max_batch=detector_settings.batch_size, precision=detector_settings.precision
+        ),
+        max_batch=detector_settings.batch_size,
+        max_wait_s=detector_settings.batch_wait_ms / 1000,
+        on_batch=metrics.batch_size.observe,
+    )
+    extractor = IsolatedExtractor(
+        detector_settings.detector_config(settings.media.max_bytes),
+        workers=detector_settings.extraction_workers,
+        memory_limit_mb=detector_settings.extraction_memory_mb,
+        extract=extract,
+        on_crash=metrics.decoder_crashes.inc,
+    )
+    detector = Detector(scorer, extractor=extractor)
+    cache = cache or build_cache(settings, metrics)
+    sink = sink or KafkaEventSink(settings.kafka)
+    processor = UploadProcessor(
+        settings,
+        screen=detector.screen,
+        model_sha256=loaded.info.sha256,
+        fetcher=fetcher or UriFetcher(fetch_policy(settings)),
+        cache=cache,
+        sink=sink,
+        metrics=metrics,
+        stopping=stopping,
+    )
+    health: HealthServer | None = None
+    closers: list[tuple[str, Callable[[], None]]] = [
+        ("scorer", scorer.close),
+        ("decoders", extractor.close),
+        ("cache", cache.close),
+    ]
+    service = Service(
+        settings,
+        source_factory=source_factory
+        or (
+            lambda svc: KafkaUploadSource(
+                settings.kafka, svc.on_partitions_revoked, svc.on_partitions_assigned
+            )
+        ),
+        sink=sink,
+        processor=processor,
+        metrics=metrics,
+        stopping=stopping,
+        closers=closers,
+    )
+    if serve_http:
+        health = HealthServer(
+            settings.http.host,
+            settings.http.port,
+            metrics,
+            live=lambda: {"process": True},
+            ready=lambda: {
+                "model_loaded": True,
+                "consuming": service.ready.is_set(),
+                "broker_reachable": service.reachable(),
+            },
+        ).start()
+        closers.append(("http", health.close))
+    return App(service, metrics, health)

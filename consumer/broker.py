@@ -1,0 +1,322 @@
+"""Kafka at the edge: the upload source and the event sink, real and in memory.
+
+The service talks to two small ports: `UploadSource` (poll, pause, commit)
+and `EventSink` (send and wait for the broker's acknowledgement). The Kafka
+adapters are thin; the in-memory twins let the service's logic be specified
+without a broker, and the integration tests use the real ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from consumer.offsets import Partition
+from consumer.settings import KafkaSettings
+
+Headers = list[tuple[str, bytes]]
+log = structlog.get_logger("deepscreen")
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+
+    @property
+    def where(self) -> Partition:
+        return Partition(self.topic, self.partition)
+
+
+class UploadSource(Protocol):
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]: ...
+
+    def commit(self, positions: dict[Partition, int]) -> None: ...
+
+    def commit_nowait(self, positions: dict[Partition, int]) -> None:
+        """Commit without waiting (safe inside a rebalance callback); errors are logged."""
+        ...
+
+    def assignment(self) -> set[Partition]: ...
+
+    def pause(self, partitions: Iterable[Partition]) -> None: ...
+
+    def resume(self, partitions: Iterable[Partition]) -> None: ...
+
+    def lag(self) -> dict[Partition, int]: ...
+
+    def reachable(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class EventSink(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        """Publish and wait for the broker's acknowledgement (raises when it fails)."""
+        ...
+
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def security_options(settings: KafkaSettings) -> dict[str, Any]:
+    """kafka-python's SASL/SSL options from the settings (none for PLAINTEXT)."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.security_protocol.endswith("SSL"):
+        options["ssl_cafile"] = str(settings.ssl_cafile) if settings.ssl_cafile else None
+        options["ssl_certfile"] = str(settings.ssl_certfile) if settings.ssl_certfile else None
+        options["ssl_keyfile"] = str(settings.ssl_keyfile) if settings.ssl_keyfile else None
+        if settings.ssl_password is not None:
+            options["ssl_password"] = settings.ssl_password.get_secret_value()
+    return options
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        on_revoked: Callable[[set[Partition]], None],
+        on_assigned: Callable[[set[Partition]], None],
+    ) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._on_revoked({Partition(tp.topic, tp.partition) for tp in revoked})
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._on_assigned({Partition(tp.topic, tp.partition) for tp in assigned})
+
+
+class KafkaUploadSource:
+    """A consumer-group member on the uploads topic; auto-commit off, commits explicit."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        on_revoked: Callable[[set[Partition]], None],
+        on_assigned: Callable[[set[Partition]], None] = lambda _: None,
+    ) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            group_id=settings.group_id,
+            client_id=settings.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            **security_options(settings),
+        )
+        self._consumer.subscribe(
+            [settings.uploads_topic], listener=_Rebalance(on_revoked, on_assigned)
+        )
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        batches = self._consumer.poll(
+            timeout_ms=int(timeout_s * 1000), max_records=max(1, max_records)
+        )
+        return [
+            Message(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                headers=[(name, value or b"") for name, value in record.headers or []],
+            )
+            for records in batches.values()
+            for record in records
+        ]
+
+    def commit(self, positions: dict[Partition, int]) -> None:
+        if positions:
+            self._consumer.commit(
+                {
+                    TopicPartition(p.topic, p.partition): OffsetAndMetadata(offset, "", -1)
+                    for p, offset in positions.items()
+                }
+            )
+
+    def commit_nowait(self, positions: dict[Partition, int]) -> None:
+        # kafka-python 3 runs rebalance callbacks on its IO thread, where a blocking
+        # commit raises; the asynchronous one is sent before the partitions move.
+        if positions:
+            self._consumer.commit_async(
+                {
+                    TopicPartition(p.topic, p.partition): OffsetAndMetadata(offset, "", -1)
+                    for p, offset in positions.items()
+                },
+                callback=_log_commit_failure,
+            )
+
+    def assignment(self) -> set[Partition]:
+        return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.pause(*(TopicPartition(p.topic, p.partition) for p in partitions))
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.resume(*(TopicPartition(p.topic, p.partition) for p in partitions))
+
+    def lag(self) -> dict[Partition, int]:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = self._consumer.end_offsets(assigned)
+        return {
+            Partition(tp.topic, tp.partition): max(0, ends[tp] - self._consumer.position(tp))
+            for tp in assigned
+            if tp in ends
+        }
+
+    def reachable(self) -> bool:
+        """Connected to at least one broker of the cluster.
+
+        `bootstrap_connected()` goes false once kafka-python drops the bootstrap
+        connection, so look at the cluster's brokers instead (kafka-python has no
+        public call for this).
+        """
+        client = self._consumer._client
+        return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+def _log_commit_failure(offsets: object, response: object) -> None:
+    if isinstance(response, Exception):
+        log.warning("commit_failed", error=f"{type(response).__name__}: {response}")
+
+
+class KafkaEventSink:
+    """An idempotent producer with `acks=all`; `send` returns once the broker has the event."""
+
+    def __init__(self, settings: KafkaSettings, ack_timeout_s: float = 30.0) -> None:
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=f"{settings.client_id}-producer",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            retries=5,
+            **security_options(settings),
+        )
+        self._ack_timeout_s = ack_timeout_s
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        future = self._producer.send(topic, key=key, value=value, headers=headers)
+        future.get(timeout=self._ack_timeout_s)
+
+    def flush(self, timeout_s: float) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+
+class InMemoryUploadSource:
+    """`UploadSource` over a list of messages (one consumer, no rebalances)."""
+
+    def __init__(self, messages: Iterable[Message]) -> None:
+        self._pending = list(messages)
+        self._lock = threading.Lock()
+        self._paused: set[Partition] = set()
+        self.commits: list[dict[Partition, int]] = []
+        self.closed = False
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        with self._lock:
+            ready = [m for m in self._pending if m.where not in self._paused][:max_records]
+            for message in ready:
+                self._pending.remove(message)
+        if not ready:
+            threading.Event().wait(min(timeout_s, 0.01))
+        return ready
+
+    def commit(self, positions: dict[Partition, int]) -> None:
+        if positions:
+            self.commits.append(dict(positions))
+
+    def commit_nowait(self, positions: dict[Partition, int]) -> None:
+        self.commit(positions)
+
+    def committed(self) -> dict[Partition, int]:
+        merged: dict[Partition, int] = {}
+        for commit in self.commits:
+            merged.update(commit)
+        return merged
+
+    def assignment(self) -> set[Partition]:
+        with self._lock:
+            return {m.where for m in self._pending} | self._paused
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self._paused |= set(partitions)
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._paused -= set(partitions)
+
+    def lag(self) -> dict[Partition, int]:
+        with self._lock:
+            counts: dict[Partition, int] = {}
+            for message in self._pending:
+                counts[message.where] = counts.get(message.where, 0) + 1
+            return counts
+
+    def reachable(self) -> bool:
+        return not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class SentEvent:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+class InMemoryEventSink:
+    """`EventSink` that records what was sent; `fail_next` makes sends raise (tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent: list[SentEvent] = []
+        self.fail_next = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        with self._lock:
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise ConnectionError("broker unavailable")
+            self.sent.append(SentEvent(topic, key, value, list(headers)))
+
+    def on(self, topic: str) -> list[SentEvent]:
+        with self._lock:
+            return [event for event in self.sent if event.topic == topic]
+
+    def flush(self, timeout_s: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

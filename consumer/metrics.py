@@ -1,0 +1,57 @@
+"""Prometheus metrics of the service, on a registry of its own.
+
+A registry per service instance (not the global one) keeps tests that start
+several services in one process from colliding, and is what `/metrics` serves.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PROCESSING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.uploads = Counter("deepscreen_uploads_consumed", "Upload events consumed", registry=r)
+        self.verdicts = Counter(
+            "deepscreen_verdicts", "Verdicts published, by outcome", ["outcome"], registry=r
+        )
+        self.flags = Counter("deepscreen_flags", "Deepfake flags published", registry=r)
+        self.dead_letters = Counter(
+            "deepscreen_dead_letters", "Events dead-lettered, by reason", ["reason"], registry=r
+        )
+        self.retries = Counter(
+            "deepscreen_fetch_retries", "Retried media fetches, by reason", ["reason"], registry=r
+        )
+        self.cache_hits = Counter("deepscreen_cache_hits", "Verdicts served from cache", registry=r)
+        self.cache_misses = Counter("deepscreen_cache_misses", "Cache lookups missed", registry=r)
+        self.cache_errors = Counter(
+            "deepscreen_cache_errors", "Redis operations that failed or timed out", registry=r
+        )
+        self.cache_up = Gauge("deepscreen_cache_up", "1 while Redis answers", registry=r)
+        self.processing = Histogram(
+            "deepscreen_processing_seconds",
+            "Time from taking an upload to publishing its outcome",
+            buckets=PROCESSING_BUCKETS,
+            registry=r,
+        )
+        self.clips = Counter(
+            "deepscreen_clips_scored", "Face clips scored by the model", registry=r
+        )
+        self.batch_size = Histogram(
+            "deepscreen_batch_clips", "Clips per model batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.in_flight = Gauge("deepscreen_in_flight", "Uploads being screened", registry=r)
+        self.lag = Gauge(
+            "deepscreen_consumer_lag",
+            "Messages behind the end of each assigned partition",
+            ["partition"],
+            registry=r,
+        )
+        self.decoder_crashes = Counter(
+            "deepscreen_decoder_crashes", "Decoder worker processes that died", registry=r
+        )

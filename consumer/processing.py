@@ -1,0 +1,272 @@
+"""One upload event → exactly one outcome: a verdict (and maybe a flag) or a dead letter.
+
+This is what a worker thread does with a message. The rules:
+
+- a message that is not a valid upload event is dead-lettered at once (retrying
+  cannot fix it);
+- a media fetch that fails in a way that may pass (timeout, 5xx, reset) is
+  retried with exponential backoff up to `retry.max_attempts`, then
+  dead-lettered; one that cannot pass (404, outside the roots) is dead-lettered
+  at once; so no message blocks its partition for ever;
+- a video that cannot be decoded, or shows no face, is a verdict, not a dead
+  letter: the moderator and the audit trail need to know;
+- the verdict is looked up by (model sha256, content sha256) first; a hit is
+  republished for this upload with `cache_hit: true` and not decoded again;
+- when the service is stopping, work that has not been published is handed
+  back (not marked finished, so not committed) rather than rushed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import structlog
+
+from consumer.broker import EventSink, Headers, Message
+from consumer.cache import CacheKey, VerdictCache
+from consumer.media import FetchError, MediaFetcher
+from consumer.metrics import Metrics
+from consumer.settings import Settings
+from schemas.cloudevents import flag_event, verdict_event
+from schemas.dead_letter import DeadLetter
+from schemas.envelope import InvalidUpload, parse_upload
+from schemas.upload import VideoUploaded
+from schemas.verdict import Outcome, Reason, ScreeningVerdict
+
+log = structlog.get_logger("deepscreen")
+
+# Verdicts that say more about this replica's state than about the video: not cached.
+_TRANSIENT = frozenset({Reason.DECODE_TIMEOUT, Reason.DECODER_CRASHED})
+
+
+class HandedBack(Exception):
+    """The service is stopping; this message stays uncommitted and will be redelivered."""
+
+
+ScreenFn = Callable[..., ScreeningVerdict]
+
+
+class UploadProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        screen: ScreenFn,
+        model_sha256: str,
+        fetcher: MediaFetcher,
+        cache: VerdictCache,
+        sink: EventSink,
+        metrics: Metrics,
+        stopping: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._screen = screen
+        self._model_sha256 = model_sha256
+        self._fetcher = fetcher
+        self._cache = cache
+        self._sink = sink
+        self._metrics = metrics
+        self._stopping = stopping
+        self._owner = f"deepscreen-{uuid.uuid4().hex[:12]}"
+
+    def process(self, message: Message) -> None:
+        """Publish this message's one outcome; raises `HandedBack` when stopping first.
+
+        An unexpected error (a bug) is dead-lettered as `processing_failed` rather
+        than left unfinished, which would hold back the partition's commits.
+        """
+        try:
+            self._process(message)
+        except (HandedBack, _DeadLettered):
+            raise
+        except Exception as error:
+            log.exception("processing_failed", partition=message.partition, offset=message.offset)
+            self._dead_letter(
+                message, type(error).__name__, "processing_failed", str(error) or repr(error), 1
+            )
+
+    def _process(self, message: Message) -> None:
+        started = time.monotonic()
+        try:
+            upload = parse_upload(message.value, message.headers)
+        except InvalidUpload as invalid:
+            self._dead_letter(message, "InvalidUpload", invalid.reason, invalid.detail, 1)
+            return
+        try:
+            verdict = self._verdict_for(upload, message, started)
+        except _DeadLettered:
+            return
+        self._publish(verdict)
+        self._metrics.processing.observe(time.monotonic() - started)
+        log.info(
+            "screened",
+            video_id=verdict.video_id,
+            outcome=verdict.outcome.value,
+            reason=verdict.reason.value if verdict.reason else None,
+            score=verdict.score,
+            action=verdict.action.value,
+            cache_hit=verdict.cache_hit,
+            ms=verdict.processing_ms,
+            partition=message.partition,
+            offset=message.offset,
+        )
+
+    def _verdict_for(
+        self, upload: VideoUploaded, message: Message, started: float
+    ) -> ScreeningVerdict:
+        retry = self._settings.retry
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                with self._fetcher.fetch(upload.uri) as media:
+                    if upload.sha256 and upload.sha256 != media.sha256:
+                        raise FetchError(
+                            "sha256_mismatch",
+                            f"the event says {upload.sha256}, the bytes hash to {media.sha256}",
+                            retryable=True,
+                        )
+                    return self._screened(upload, media.path, media.sha256, started)
+            except FetchError as failed:
+                if not failed.retryable or attempt == retry.max_attempts:
+                    self._dead_letter(message, "FetchError", failed.reason, failed.detail, attempt)
+                    raise _DeadLettered from failed
+                self._metrics.retries.labels(failed.reason).inc()
+                delay = min(retry.backoff_max_s, retry.backoff_initial_s * 2 ** (attempt - 1))
+                log.warning(
+                    "fetch_retry",
+                    video_id=upload.video_id,
+                    reason=failed.reason,
+                    attempt=attempt,
+                    delay_s=delay,
+                )
+                if self._stopping.wait(delay):
+                    raise HandedBack from failed
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _screened(
+        self, upload: VideoUploaded, path: Path, content_sha256: str, started: float
+    ) -> ScreeningVerdict:
+        key = CacheKey(self._model_sha256, content_sha256)
+        cached = self._cached(upload, key, started)
+        if cached:
+            return cached
+        claimed = self._cache.claim(key, self._owner)
+        if not claimed:
+            cached = self._wait_for_other_replica(upload, key, started)
+            if cached:
+                return cached
+        try:
+            verdict = self._screen(
+                path, video_id=upload.video_id, uri=upload.uri, content_sha256=content_sha256
+            )
+            verdict = verdict.model_copy(
+                update={"processing_ms": round((time.monotonic() - started) * 1000)}
+            )
+            if verdict.reason not in _TRANSIENT:
+                self._cache.put(key, verdict)
+            return verdict
+        finally:
+            if claimed:
+                self._cache.release(key, self._owner)
+
+    def _cached(
+        self, upload: VideoUploaded, key: CacheKey, started: float
+    ) -> ScreeningVerdict | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            self._metrics.cache_misses.inc()
+            return None
+        return self._as_cache_hit(hit, upload, started)
+
+    def _wait_for_other_replica(
+        self, upload: VideoUploaded, key: CacheKey, started: float
+    ) -> ScreeningVerdict | None:
+        """Another replica is screening these bytes: take its verdict when it lands."""
+        deadline = time.monotonic() + self._settings.redis.claim_wait_s
+        while time.monotonic() < deadline:
+            if self._stopping.wait(0.25):
+                raise HandedBack
+            hit = self._cache.get(key)
+            if hit is not None:
+                return self._as_cache_hit(hit, upload, started)
+        return None  # the other replica died or is slow: screen it ourselves
+
+    def _as_cache_hit(
+        self, hit: ScreeningVerdict, upload: VideoUploaded, started: float
+    ) -> ScreeningVerdict:
+        """The cached verdict, re-addressed to this upload."""
+        self._metrics.cache_hits.inc()
+        return hit.model_copy(
+            update={
+                "video_id": upload.video_id,
+                "uri": upload.uri,
+                "cache_hit": True,
+                "screened_at": datetime.now(timezone.utc),
+                "processing_ms": round((time.monotonic() - started) * 1000),
+            }
+        )
+
+    def _publish(self, verdict: ScreeningVerdict) -> None:
+        kafka = self._settings.kafka
+        key = verdict.video_id.encode()
+        if kafka.verdicts_topic:
+            event = verdict_event(verdict, source=kafka.event_source)
+            self._send(kafka.verdicts_topic, key, event.model_dump_json().encode())
+        if verdict.outcome is Outcome.SUSPECTED_DEEPFAKE:
+            flag = flag_event(verdict, source=kafka.event_source)
+            self._send(kafka.flags_topic, key, flag.model_dump_json().encode())
+            self._metrics.flags.inc()
+        self._metrics.verdicts.labels(verdict.outcome.value).inc()
+        self._metrics.clips.inc(len(verdict.timeline) if not verdict.cache_hit else 0)
+
+    def _dead_letter(
+        self, message: Message, error_class: str, reason: str, detail: str, attempts: int
+    ) -> None:
+        letter = DeadLetter(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            error_class=error_class,
+            reason=reason,
+            detail=detail[:2048],
+            attempts=attempts,
+            failed_at=datetime.now(timezone.utc),
+        )
+        self._send(
+            self._settings.kafka.dlq_topic,
+            message.key,
+            message.value or b"",
+            [*message.headers, *letter.to_headers()],
+        )
+        self._metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "dead_lettered",
+            reason=reason,
+            detail=detail[:300],
+            attempts=attempts,
+            partition=message.partition,
+            offset=message.offset,
+        )
+
+    def _send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> None:
+        """Publish, retrying until the broker takes it; hand back if the service stops first."""
+        delay = 0.5
+        while True:
+            try:
+                self._sink.send(topic, key, value, headers or [])
+                return
+            except Exception as error:  # any producer failure: the broker is the problem
+                log.error("publish_failed", topic=topic, error=f"{type(error).__name__}: {error}")
+                if self._stopping.wait(delay):
+                    raise HandedBack from error
+                delay = min(delay * 2, 30.0)
+
+
+class _DeadLettered(Exception):
+    pass

@@ -1,0 +1,58 @@
+"""Tunable limits and knobs of the video → verdict pipeline, in one frozen object.
+
+Every limit exists because the input is untrusted: a video over any of them is
+`unreadable` with a reason code, never a crash or an unbounded allocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The default model shipped inside the package (`deepscreen model ...` makes others).
+PACKAGED_MODEL = Path(__file__).with_name("models") / "default.pt"
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Refuse before decoding (bytes, pixels, duration, frames) and bound decoding time."""
+
+    max_bytes: int = 2 * 1024**3
+    max_pixels: int = 3840 * 2160
+    max_duration_s: float = 3 * 3600.0
+    max_frames: int = 3 * 3600 * 60
+    decode_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Windows of `clip_length` consecutive frames, spread over the whole video.
+
+    `windows` is the default count; at most `max_windows`; never more than the
+    video holds without overlap.
+    """
+
+    windows: int = 8
+    max_windows: int = 32
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """MediaPipe face detection and linking of detections into tracks within a window."""
+
+    model_selection: int = 1  # 1: full-range model (faces up to ~5 m); 0: short-range (~2 m)
+    min_confidence: float = 0.5
+    detect_max_side: int = 1280  # frames are downscaled to this before detection
+    link_iou: float = 0.3  # detections in consecutive frames with IoU >= this are one face
+    max_gap: int = 5  # frames a track may go undetected before it ends
+    min_coverage: float = 0.5  # share of a window's frames a track must be detected in
+    min_face_px: int = 24  # faces smaller than this (short side, in the frame) are ignored
+    crop_scale: float = 1.3  # square crop side = scale * max(face width, face height)
+    window_link_iou: float = 0.2  # tracks of different windows with IoU >= this are one face
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)

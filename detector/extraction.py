@@ -1,0 +1,208 @@
+"""Video file → face clips, in one sequential decoding pass.
+
+This is the stage that touches untrusted media. It is a plain function over a
+path so that the service can run it in an isolated worker process; the model
+never runs here. Memory stays bounded by one window of frames: each window is
+decoded, searched for faces, cut into clips and dropped before the next.
+Frames between windows are skipped with `grab()`, which demuxes and decodes
+but skips the colour conversion and copy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from detector.arrays import Boxes, Clips, Frame
+from detector.clips import cut_clip, square_crops
+from detector.config import DetectorConfig
+from detector.faces import FaceDetector, MediaPipeFaceDetector
+from detector.probe import Probe, Unreadable, open_capture, probe
+from detector.sampling import plan_windows
+from detector.tracking import TrackRegistry, link_window
+from schemas.verdict import Reason
+
+
+@dataclass(frozen=True)
+class FaceClip:
+    """One face track through one window: what the model scores and the timeline shows."""
+
+    pixels: Clips  # (T, S, S, 3) uint8 RGB
+    start_frame: int
+    end_frame: int  # exclusive
+    track_id: int
+    box: tuple[float, float, float, float]  # mean face box x, y, w, h normalised to the frame
+    coverage: float
+
+
+@dataclass
+class StageTimes:
+    decode_s: float = 0.0
+    faces_s: float = 0.0
+
+    def __iadd__(self, other: StageTimes) -> StageTimes:
+        self.decode_s += other.decode_s
+        self.faces_s += other.faces_s
+        return self
+
+
+@dataclass(frozen=True)
+class Extraction:
+    probe: Probe
+    clips: list[FaceClip]
+    frames_analyzed: int
+    faces_detected: int  # detections summed over the analysed frames
+    tracks: int
+    warnings: list[str] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+def extract_face_clips(
+    path: Path,
+    *,
+    clip_length: int,
+    input_size: int,
+    config: DetectorConfig,
+    faces: FaceDetector,
+) -> Extraction:
+    """Face clips of `path`; `Unreadable` when it is refused or cannot be decoded."""
+    started = time.monotonic()
+    info = probe(path, config.limits)
+    starts = plan_windows(info.frame_count, clip_length, config.sampling)
+    if not starts:
+        raise Unreadable(
+            Reason.TOO_SHORT,
+            f"{info.frame_count} frames; a clip needs {clip_length} consecutive frames",
+        )
+    deadline = started + config.limits.decode_timeout_s
+    registry = TrackRegistry(config.faces)
+    times = StageTimes()
+    clips: list[FaceClip] = []
+    warnings: list[str] = []
+    frames_analyzed = faces_detected = 0
+
+    capture = open_capture(path)
+    try:
+        position = 0
+        for start in starts:
+            tick = time.monotonic()
+            while position < start:
+                if not capture.grab():
+                    break
+                position += 1
+                _check_deadline(deadline, config.limits.decode_timeout_s)
+            frames: list[Frame] = []
+            while position == start + len(frames) and len(frames) < clip_length:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                frames.append(np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), dtype=np.uint8))
+                position += 1
+                _check_deadline(deadline, config.limits.decode_timeout_s)
+            times.decode_s += time.monotonic() - tick
+            if len(frames) < clip_length:
+                warnings.append(f"stream ended at frame {position} of {info.frame_count} declared")
+                break
+
+            tick = time.monotonic()
+            detections = [faces.detect(frame) for frame in frames]
+            frames_analyzed += len(frames)
+            faces_detected += sum(len(found) for found in detections)
+            tracks = link_window(detections, config.faces)
+            for track, track_id in zip(tracks, registry.assign(tracks), strict=True):
+                crops = square_crops(track.boxes, config.faces.crop_scale)
+                clips.append(
+                    FaceClip(
+                        pixels=cut_clip(frames, crops, input_size),
+                        start_frame=start,
+                        end_frame=start + clip_length,
+                        track_id=track_id,
+                        box=_normalised(track.mean_box(), info.width, info.height),
+                        coverage=track.coverage,
+                    )
+                )
+            times.faces_s += time.monotonic() - tick
+            _check_deadline(deadline, config.limits.decode_timeout_s)
+    finally:
+        capture.release()
+
+    if frames_analyzed == 0:
+        raise Unreadable(
+            Reason.DECODE_FAILED,
+            f"no complete {clip_length}-frame window could be decoded "
+            f"(stream ended at frame {position} of {info.frame_count})",
+        )
+    return Extraction(
+        probe=info,
+        clips=clips,
+        frames_analyzed=frames_analyzed,
+        faces_detected=faces_detected,
+        tracks=registry.count,
+        warnings=warnings,
+        times=times,
+    )
+
+
+def _check_deadline(deadline: float, limit_s: float) -> None:
+    if time.monotonic() > deadline:
+        raise Unreadable(Reason.DECODE_TIMEOUT, f"decoding took longer than {limit_s:.0f} s")
+
+
+def _normalised(box: Boxes, width: int, height: int) -> tuple[float, float, float, float]:
+    x0 = min(max(float(box[0]) / width, 0.0), 1.0)
+    y0 = min(max(float(box[1]) / height, 0.0), 1.0)
+    x1 = min(max(float(box[2]) / width, 0.0), 1.0)
+    y1 = min(max(float(box[3]) / height, 0.0), 1.0)
+    return (round(x0, 4), round(y0, 4), round(x1 - x0, 4), round(y1 - y0, 4))
+
+
+class Extractor(Protocol):
+    """Runs `extract_face_clips` somewhere: in this process, or in an isolated one."""
+
+    def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessExtractor:
+    """Extraction on the calling thread, one MediaPipe detector per thread (for `scan`)."""
+
+    def __init__(
+        self, config: DetectorConfig, face_detector: Callable[[], FaceDetector] | None = None
+    ) -> None:
+        self.config = config
+        self._new_face_detector = face_detector or (lambda: MediaPipeFaceDetector(config.faces))
+        self._local = threading.local()
+        self._created: list[FaceDetector] = []
+        self._lock = threading.Lock()
+
+    def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
+        return extract_face_clips(
+            path,
+            clip_length=clip_length,
+            input_size=input_size,
+            config=self.config,
+            faces=self._face_detector(),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for detector in self._created:
+                detector.close()
+            self._created.clear()
+
+    def _face_detector(self) -> FaceDetector:
+        detector: FaceDetector | None = getattr(self._local, "faces", None)
+        if detector is None:
+            detector = self._new_face_detector()
+            self._local.faces = detector
+            with self._lock:
+                self._created.append(detector)
+        return detector

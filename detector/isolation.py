@@ -1,0 +1,210 @@
+"""Decode untrusted media in worker processes, so a decoder crash cannot take the service down.
+
+FFmpeg and MediaPipe are native code fed with attacker-controlled bytes. Each
+worker process owns one MediaPipe detector and screens one video at a time,
+so when a worker dies (a segfault, the OOM killer, an abort) the video that
+killed it is known: it becomes `unreadable` / `decoder_crashed`, the worker is
+replaced, and every other video goes on. A worker that overruns the decode
+time limit is killed the same way (`decode_timeout`). Each worker's address
+space is capped (`memory_limit_mb` above what it uses after start-up).
+
+Workers start with `spawn` (no inherited threads or CUDA state) and never
+import torch: only the face clips, as uint8 arrays, come back over the pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import resource
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from detector.config import DetectorConfig
+from detector.extraction import Extraction, extract_face_clips
+from detector.faces import FaceDetector, MediaPipeFaceDetector
+from detector.probe import Unreadable
+from schemas.verdict import Reason
+
+# Runs in the worker: (path, clip_length, input_size, config, face detector) → Extraction.
+ExtractFn = Callable[[Path, int, int, DetectorConfig, FaceDetector], Extraction]
+_KILL_GRACE_S = 5.0
+_START_TIMEOUT_S = 120.0
+
+
+def default_extract(
+    path: Path, clip_length: int, input_size: int, config: DetectorConfig, faces: FaceDetector
+) -> Extraction:
+    return extract_face_clips(
+        path, clip_length=clip_length, input_size=input_size, config=config, faces=faces
+    )
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    connection: Connection
+
+
+class IsolatedExtractor:
+    """`Extractor` over a pool of worker processes, one video per worker at a time."""
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        workers: int = 2,
+        memory_limit_mb: int = 4096,
+        extract: ExtractFn = default_extract,
+        on_crash: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._memory_limit_mb = memory_limit_mb
+        self._extract = extract
+        self._on_crash = on_crash
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._closed = threading.Event()
+        starting = [self._spawn() for _ in range(workers)]  # start-up overlaps
+        for worker in starting:
+            self._idle.put(self._await_ready(worker))
+
+    def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
+        if self._closed.is_set():
+            raise RuntimeError("the extractor is closed")
+        worker = self._idle.get()
+        try:
+            worker.connection.send((str(path), clip_length, input_size))
+            # The worker enforces the decode limit itself; this is the backstop for a hang.
+            if not worker.connection.poll(self.config.limits.decode_timeout_s + _KILL_GRACE_S):
+                worker = self._replace(worker)
+                raise Unreadable(
+                    Reason.DECODE_TIMEOUT,
+                    f"the decoder did not answer within {self.config.limits.decode_timeout_s:.0f} s"
+                    " and was killed",
+                )
+            try:
+                kind, *payload = worker.connection.recv()
+            except (EOFError, OSError):
+                exit_code = self._exit_code(worker)
+                worker = self._replace(worker)
+                if self._on_crash:
+                    self._on_crash()
+                raise Unreadable(
+                    Reason.DECODER_CRASHED,
+                    f"the decoder process died (exit code {exit_code}) on this file",
+                ) from None
+        except BrokenPipeError:
+            worker = self._replace(worker)
+            raise
+        finally:
+            if self._closed.is_set():
+                self._stop(worker)
+            else:
+                self._idle.put(worker)
+        if kind == "ok":
+            extraction: Extraction = payload[0]
+            return extraction
+        if kind == "unreadable":
+            raise Unreadable(Reason(payload[0]), payload[1])
+        raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
+
+    def close(self) -> None:
+        self._closed.set()
+        while True:
+            try:
+                self._stop(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+    def _start_worker(self) -> _Worker:
+        return self._await_ready(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child, self.config, self._memory_limit_mb, self._extract),
+            name="deepscreen-decoder",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def _await_ready(self, worker: _Worker) -> _Worker:
+        process, parent = worker.process, worker.connection
+        # A worker that cannot start (MediaPipe broken, no memory) is the service's
+        # problem, not a video's: fail loudly here instead of blaming the next upload.
+        ready = parent.poll(_START_TIMEOUT_S)
+        try:
+            message = parent.recv() if ready else None
+        except (EOFError, OSError):
+            message = None
+        if message != "ready":
+            process.kill()
+            process.join(timeout=_KILL_GRACE_S)
+            raise RuntimeError(f"a decoder worker failed to start (exit code {process.exitcode})")
+        return worker
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        self._stop(worker)
+        return self._start_worker()
+
+    @staticmethod
+    def _exit_code(worker: _Worker) -> int | None:
+        worker.process.join(timeout=_KILL_GRACE_S)
+        return worker.process.exitcode
+
+    @staticmethod
+    def _stop(worker: _Worker) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            worker.connection.send(None)
+        worker.process.join(timeout=1.0)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(timeout=_KILL_GRACE_S)
+        worker.connection.close()
+
+
+def _worker_main(
+    connection: Connection, config: DetectorConfig, memory_limit_mb: int, extract: ExtractFn
+) -> None:
+    import cv2
+
+    cv2.setLogLevel(2)  # errors only: a bad upload is a verdict, not log noise
+    faces = MediaPipeFaceDetector(config.faces)
+    _cap_address_space(memory_limit_mb)
+    connection.send("ready")
+    while True:
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            return  # the service went away
+        if request is None:
+            faces.close()
+            return
+        path, clip_length, input_size = request
+        reply: tuple[Any, ...]
+        try:
+            reply = ("ok", extract(Path(path), clip_length, input_size, config, faces))
+        except Unreadable as refused:
+            reply = ("unreadable", refused.reason.value, refused.detail)
+        except MemoryError:
+            reply = ("unreadable", Reason.DECODE_FAILED.value, "out of memory while decoding")
+        except Exception as error:  # any decoder failure is this video's verdict
+            reply = ("error", type(error).__name__, str(error)[:500])
+        connection.send(reply)
+
+
+def _cap_address_space(extra_mb: int) -> None:
+    """Limit the address space to what the worker uses now plus `extra_mb`."""
+    with Path("/proc/self/statm").open() as statm:
+        used_bytes = int(statm.read().split()[0]) * resource.getpagesize()
+    limit = used_bytes + extra_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -1,0 +1,161 @@
+"""Link per-frame face detections into tracks: within a window, then across windows.
+
+Within a window of consecutive frames, a detection joins the active track whose
+last box overlaps it most (IoU >= `link_iou`, greedy, best pair first); a
+detection that joins none starts a new track. A track that goes undetected for
+more than `max_gap` frames ends.
+
+When a face is lost mid-window (a turn of the head, motion blur, an occlusion),
+its box in the missing frames is interpolated linearly between the detections
+on either side, and held at the first/last detection before/after them, so the
+clip still has all 20 frames of that person. A track detected in fewer than
+`min_coverage` of the window's frames is dropped: interpolating most of a clip
+would score background, not a face. Each clip reports its `face_coverage`.
+
+Across windows, a track continues an earlier one when its first box overlaps
+that track's last box (IoU >= `window_link_iou`). Windows of a long video are
+seconds apart, so this keeps a person's id while they stay roughly in place; a
+person who moves far between windows gets a new id, so `faces_tracked` is an
+upper bound on the number of people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector.arrays import Boxes, Mask
+from detector.config import FaceConfig
+from detector.faces import Detection
+
+
+@dataclass
+class WindowTrack:
+    """One face through one window. `boxes` (T, 4) as x0, y0, x1, y1 pixels, gaps filled."""
+
+    boxes: Boxes
+    detected: Mask  # (T,) bool: detected in that frame, else interpolated
+
+    @property
+    def coverage(self) -> float:
+        return float(self.detected.mean())
+
+    def mean_box(self) -> Boxes:
+        return np.asarray(self.boxes[self.detected].mean(axis=0))
+
+
+@dataclass
+class _Open:
+    frames: list[int] = field(default_factory=list)
+    boxes: list[Boxes] = field(default_factory=list)
+
+
+def iou(a: Boxes, b: Boxes) -> float:
+    """Intersection over union of two x0, y0, x1, y1 boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def link_window(detections: Sequence[Sequence[Detection]], config: FaceConfig) -> list[WindowTrack]:
+    """Tracks through one window, given the detections of each of its frames."""
+    length = len(detections)
+    open_tracks: list[_Open] = []
+    closed: list[_Open] = []
+    for t, frame_detections in enumerate(detections):
+        still_open: list[_Open] = []
+        for track in open_tracks:
+            (still_open if t - track.frames[-1] <= config.max_gap + 1 else closed).append(track)
+        open_tracks = still_open
+        boxes = [np.array([d.x0, d.y0, d.x1, d.y1]) for d in frame_detections]
+        pairs = sorted(
+            (
+                (iou(track.boxes[-1], box), ti, di)
+                for ti, track in enumerate(open_tracks)
+                for di, box in enumerate(boxes)
+            ),
+            reverse=True,
+        )
+        used_tracks: set[int] = set()
+        used_boxes: set[int] = set()
+        for overlap, ti, di in pairs:
+            if overlap < config.link_iou:
+                break
+            if ti in used_tracks or di in used_boxes:
+                continue
+            used_tracks.add(ti)
+            used_boxes.add(di)
+            open_tracks[ti].frames.append(t)
+            open_tracks[ti].boxes.append(boxes[di])
+        for di, box in enumerate(boxes):
+            if di not in used_boxes:
+                open_tracks.append(_Open([t], [box]))
+    kept = []
+    for track in closed + open_tracks:
+        filled = _fill(track, length)
+        if filled.coverage >= config.min_coverage:
+            kept.append(filled)
+    kept.sort(key=lambda track: float(track.mean_box()[0]))
+    return kept
+
+
+def _fill(track: _Open, length: int) -> WindowTrack:
+    known = np.asarray(track.frames, dtype=np.float64)
+    stacked = np.stack(track.boxes)
+    everywhere = np.arange(length, dtype=np.float64)
+    boxes = np.stack(
+        [np.interp(everywhere, known, stacked[:, k]) for k in range(4)], axis=1
+    )  # np.interp holds the end values outside the detected range
+    detected = np.zeros(length, dtype=bool)
+    detected[track.frames] = True
+    return WindowTrack(boxes=boxes, detected=detected)
+
+
+class TrackRegistry:
+    """Gives window tracks ids that persist across the windows of one video.
+
+    A window's track continues the id whose last box (at the end of an earlier
+    window) overlaps its first box most; when windows are adjacent this is
+    frame-to-frame linking, when they are seconds apart it assumes the person
+    stayed roughly in place.
+    """
+
+    def __init__(self, config: FaceConfig) -> None:
+        self._config = config
+        self._last_boxes: list[Boxes] = []
+
+    @property
+    def count(self) -> int:
+        return len(self._last_boxes)
+
+    def assign(self, tracks: Sequence[WindowTrack]) -> list[int]:
+        pairs = sorted(
+            (
+                (iou(known, track.boxes[0]), gi, wi)
+                for gi, known in enumerate(self._last_boxes)
+                for wi, track in enumerate(tracks)
+            ),
+            reverse=True,
+        )
+        ids: dict[int, int] = {}
+        taken: set[int] = set()
+        for overlap, gi, wi in pairs:
+            if overlap < self._config.window_link_iou:
+                break
+            if gi in taken or wi in ids:
+                continue
+            ids[wi] = gi
+            taken.add(gi)
+        for wi, track in enumerate(tracks):
+            if wi not in ids:
+                ids[wi] = len(self._last_boxes)
+                self._last_boxes.append(track.boxes[-1])
+            else:
+                self._last_boxes[ids[wi]] = track.boxes[-1]
+        return [ids[wi] for wi in range(len(tracks))]

@@ -1,0 +1,312 @@
+"""Train the ResNeXt50+LSTM on cached clips, and write a TorchScript artifact.
+
+The loop is plain PyTorch: AdamW with warm-up and cosine decay, binary
+cross-entropy on the fake logit, bf16 autocast on CUDA and fp32 on the CPU,
+channels_last, gradient clipping. It checkpoints every `checkpoint_every`
+steps and at each epoch's end (model, optimiser, schedule, position, RNG
+states), so `resume` continues where a run stopped. Validation (ROC-AUC on a
+split by source, never by frame) runs after every epoch; the best epoch's
+weights are exported. `max_minutes` ends a run cleanly when its time is up,
+which is how a CPU-only machine trains at all.
+
+Training may use a random contiguous `train_frames`-frame part of each
+20-frame clip to go faster; the LSTM reads sequences of any length, and the
+model is always exported and scored on full clips.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from detector.arrays import Clips
+from detector.artifact import CLIP_LENGTH, export, resolve_device
+from detector.model import ARCHITECTURE, BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ResNeXtLSTM
+from detector.scoring import normalise
+from detector.training_data import ClipIndex, split_by_group
+from schemas.model import ModelMetadata, Thresholds, TrainingSummary
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    input_size: int = 112
+    lstm_hidden: int = 256
+    epochs: int = 10
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    train_frames: int = CLIP_LENGTH
+    validation_share: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    max_minutes: float | None = None
+    checkpoint_every: int = 100
+    weights_dtype: str = "float16"
+
+
+@dataclass
+class Progress:
+    epoch: int
+    step: int
+    total_steps: int
+    loss: float
+    validation_auc: float | None = None
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    clips_seen: int
+    epochs_completed: int
+    stopped_early: bool
+    best_validation_auc: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    artifact_sha256: str = ""
+
+
+def _roc_auc(labels: NDArray[np.int64], scores: NDArray[np.float32]) -> float | None:
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    if len(positives) == 0 or len(negatives) == 0:
+        return None
+    ranks = np.argsort(np.argsort(np.concatenate([positives, negatives]), kind="stable")) + 1.0
+    # average ranks of ties
+    values = np.concatenate([positives, negatives])
+    for value in np.unique(values):
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    u = ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(positives) * len(negatives)))
+
+
+class _Batches:
+    """Seeded shuffled batches of (uint8 clips, labels) from the cache, with flips."""
+
+    def __init__(self, index: ClipIndex, rows: NDArray[np.intp], config: TrainConfig) -> None:
+        self._index = index
+        self._rows = rows
+        self._config = config
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._rows) / self._config.batch_size)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Any:
+        rng = np.random.default_rng([self._config.seed, epoch])
+        order = rng.permutation(self._rows)
+        size = self._config.batch_size
+        for start in range(skip * size, len(order), size):
+            chosen = order[start : start + size]
+            clips = np.stack([self._clip(i, rng) for i in chosen])
+            yield (
+                torch.from_numpy(clips),
+                torch.from_numpy(self._index.labels[chosen].astype(np.float32)),
+            )
+
+    def _clip(self, row: int, rng: np.random.Generator) -> Clips:
+        clip = self._index.pixels(int(row))
+        frames = self._config.train_frames
+        if frames < len(clip):
+            start = int(rng.integers(0, len(clip) - frames + 1))
+            clip = clip[start : start + frames]
+        if rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        return np.ascontiguousarray(clip)
+
+
+def train(
+    index: ClipIndex,
+    out: Path,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: Path,
+    resume: Path | None = None,
+    summary: dict[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+) -> TrainResult:
+    """Train on `index`, checkpoint into `checkpoint_dir`, export the best epoch to `out`."""
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    on_cuda = device.type == "cuda"
+    train_rows, validation_rows = split_by_group(index.groups, config.validation_share, config.seed)
+    if len(train_rows) == 0:
+        raise ValueError("no training clips after the validation split")
+    batches = _Batches(index, train_rows, config)
+    total_steps = max(1, config.epochs * len(batches))
+
+    model = ResNeXtLSTM(lstm_hidden=config.lstm_hidden).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    # Warm-up then cosine decay, as a function of the step alone, so a run resumed
+    # with more epochs simply stretches the rest of the curve.
+    warmup = max(1, total_steps // 10)
+
+    def learning_rate_factor(done: int) -> float:
+        if done < warmup:
+            return (done + 1) / warmup
+        progress = min(1.0, (done - warmup) / max(1, total_steps - warmup))
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor)
+    loss_fn = nn.BCEWithLogitsLoss()
+    mean = torch.tensor(IMAGENET_MEAN, device=device).reshape(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).reshape(1, 1, 3, 1, 1)
+
+    step = epoch = skip = clips_seen = 0
+    best_auc: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = []
+    if resume is not None:
+        state = torch.load(resume, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+        clips_seen, best_auc, history = state["clips_seen"], state["best_auc"], state["history"]
+        best_state = state["best_state"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def checkpoint(batch_in_epoch: int) -> None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        target = checkpoint_dir / "last.ckpt"
+        torch.save(
+            {
+                "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(), "step": step, "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch, "clips_seen": clips_seen,
+                "best_auc": best_auc, "best_state": best_state, "history": history,
+                "torch_rng": torch.get_rng_state(), "config": asdict(config),
+            },
+            target.with_suffix(".tmp"),
+        )  # fmt: skip
+        target.with_suffix(".tmp").replace(target)
+
+    deadline = (
+        time.monotonic() + config.max_minutes * 60 if config.max_minutes is not None else None
+    )
+    stopped_early = False
+    while epoch < config.epochs and not stopped_early:
+        model.train()
+        running: float | None = None  # moving average of the loss within the epoch
+        batch_in_epoch = skip
+        for clips, labels in batches.epoch(epoch, skip):
+            x = normalise(clips.to(device, non_blocking=True), mean, std)
+            y = labels.to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            step += 1
+            batch_in_epoch += 1
+            clips_seen += len(labels)
+            value = loss.item()
+            running = value if running is None else 0.9 * running + 0.1 * value
+            on_progress(Progress(epoch, step, total_steps, running))
+            if step % config.checkpoint_every == 0:
+                checkpoint(batch_in_epoch)
+            if deadline is not None and time.monotonic() > deadline:
+                stopped_early = True
+                break
+        skip = 0
+        auc = _validate(model, index, validation_rows, config, device, mean, std)
+        epoch_loss = running if running is not None else float("nan")
+        history.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "loss": epoch_loss,
+                "validation_auc": auc or float("nan"),
+            }
+        )
+        on_progress(Progress(epoch, step, total_steps, epoch_loss, auc))
+        # Without a usable validation AUC the latest weights are the best we know.
+        if auc is None or best_auc is None or auc > best_auc:
+            best_auc = auc if auc is not None else best_auc
+            best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+        if not stopped_early:
+            epoch += 1
+        checkpoint(0 if not stopped_early else batch_in_epoch)
+
+    final = copy.deepcopy(model).to("cpu")
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    result = TrainResult(
+        steps=step, clips_seen=clips_seen, epochs_completed=epoch, stopped_early=stopped_early,
+        best_validation_auc=best_auc, history=history,
+    )  # fmt: skip
+    result.artifact_sha256 = export(final, _metadata(config, result, summary or {}), out)
+    return result
+
+
+def _validate(
+    model: nn.Module, index: ClipIndex, rows: NDArray[np.intp], config: TrainConfig,
+    device: torch.device, mean: torch.Tensor, std: torch.Tensor,
+) -> float | None:  # fmt: skip
+    if len(rows) == 0:
+        return None
+    model.eval()
+    scores, labels = [], []
+    with torch.inference_mode():
+        for start in range(0, len(rows), config.batch_size):
+            chosen = rows[start : start + config.batch_size]
+            clips = torch.from_numpy(np.stack([index.pixels(int(i)) for i in chosen]))
+            with torch.autocast(
+                device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
+            ):
+                logits = model(normalise(clips.to(device), mean, std))
+            scores.append(logits.float().cpu().numpy())
+            labels.append(index.labels[chosen])
+    return _roc_auc(np.concatenate(labels), np.concatenate(scores))
+
+
+def _metadata(config: TrainConfig, result: TrainResult, summary: dict[str, Any]) -> ModelMetadata:
+    return ModelMetadata(
+        name=summary.get("name", "deepscreen-resnext50-lstm"),
+        version=summary.get("version", "0.1.0"),
+        architecture=ARCHITECTURE,
+        backbone=BACKBONE,
+        lstm_hidden=config.lstm_hidden,
+        clip_length=CLIP_LENGTH,
+        input_size=config.input_size,  # type: ignore[arg-type,unused-ignore]
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        thresholds=Thresholds(review=0.5, block=0.9),
+        trained=True,
+        weights_dtype=config.weights_dtype,  # type: ignore[arg-type,unused-ignore]
+        training=TrainingSummary(
+            command=summary.get("command"),
+            data=summary.get("data"),
+            data_sha256=summary.get("data_sha256"),
+            licence=summary.get("licence"),
+            seed=config.seed,
+            code_version=summary.get("code_version"),
+            steps=result.steps,
+            clips_seen=result.clips_seen,
+            metrics={
+                k: v
+                for k, v in {
+                    "validation_auc": result.best_validation_auc,
+                    "epochs_completed": float(result.epochs_completed),
+                    "train_frames": float(config.train_frames),
+                }.items()
+                if v is not None
+            },
+        ),
+        created_at=datetime.now(timezone.utc),
+    )

@@ -1,0 +1,119 @@
+{{/* Chart name. */}}
+{{- define "deepscreen.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, unless the release already contains the chart name. */}}
+{{- define "deepscreen.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "deepscreen.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "deepscreen.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "deepscreen.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "deepscreen.labels" -}}
+helm.sh/chart: {{ include "deepscreen.chart" . }}
+{{ include "deepscreen.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: screener
+{{- end }}
+
+{{- define "deepscreen.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "deepscreen.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is given. Argument: dict image, default tag. */}}
+{{- define "deepscreen.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .defaultTag .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The model file's path inside the container; empty: the packaged default. */}}
+{{- define "deepscreen.modelPath" -}}
+{{- if eq .Values.model.source "image" }}
+{{- .Values.model.path }}
+{{- else }}
+{{- printf "%s/%s" (trimSuffix "/" .Values.model.mountPath) .Values.model.file }}
+{{- end }}
+{{- end }}
+
+{{/* Settings the values cannot express through the schema alone. */}}
+{{- define "deepscreen.validate" -}}
+{{- if and .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled }}
+{{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled are mutually exclusive: enable one autoscaler (KEDA on consumer lag is recommended)" }}
+{{- end }}
+{{- if and (or .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled) (gt (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)) }}
+{{- fail (printf "autoscaling.maxReplicas (%d) exceeds kafka.partitions (%d): consumers beyond the partition count of the uploads topic sit idle" (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)) }}
+{{- end }}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%d) exceeds autoscaling.maxReplicas (%d)" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if gt (int .Values.replicaCount) (int .Values.kafka.partitions) }}
+{{- fail (printf "replicaCount (%d) exceeds kafka.partitions (%d): consumers beyond the partition count sit idle" (int .Values.replicaCount) (int .Values.kafka.partitions)) }}
+{{- end }}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 .Values.drainSeconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than drainSeconds (%v): the pod would be killed while draining" .Values.terminationGracePeriodSeconds .Values.drainSeconds) }}
+{{- end }}
+{{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) (not (and .Values.kafka.sasl.mechanism .Values.kafka.sasl.username .Values.kafka.sasl.existingSecret)) }}
+{{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.existingSecret" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- if and (eq .Values.model.source "pvc") (not .Values.model.pvc.claimName) }}
+{{- fail "model.source=pvc needs model.pvc.claimName" }}
+{{- end }}
+{{- if and (eq .Values.model.source "initContainer") (not .Values.model.initContainer.image.repository) }}
+{{- fail "model.source=initContainer needs model.initContainer.image.repository" }}
+{{- end }}
+{{- if and .Values.redis.existingSecret (not .Values.redis.url) }}
+{{- fail "redis.existingSecret is set but redis.url is empty" }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress rules for a list of peers. */}}
+{{- define "deepscreen.egressRules" -}}
+{{- range . }}
+- to:
+    {{- if .cidr }}
+    - ipBlock:
+        cidr: {{ .cidr }}
+        {{- with .except }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+    {{- else }}
+    - {{- with .namespaceSelector }}
+      namespaceSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      podSelector:
+        {{- toYaml (default (dict) .podSelector) | nindent 8 }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,57 @@
+"""deepscreen's contracts: pydantic models of every event and result. No I/O here."""
+
+from schemas.cloudevents import (
+    FLAG_TYPE,
+    VERDICT_TYPE,
+    CloudEvent,
+    DeepfakeFlag,
+    VerdictEvent,
+    event_id,
+    flag_event,
+    verdict_event,
+)
+from schemas.dead_letter import DeadLetter
+from schemas.model import (
+    METADATA_FILE,
+    Calibration,
+    ModelInfo,
+    ModelMetadata,
+    Thresholds,
+    TrainingSummary,
+)
+from schemas.upload import VideoUploaded
+from schemas.verdict import (
+    Action,
+    ClipScore,
+    FaceBox,
+    Outcome,
+    Reason,
+    ScreeningVerdict,
+    VideoProperties,
+)
+
+__all__ = [
+    "FLAG_TYPE",
+    "METADATA_FILE",
+    "VERDICT_TYPE",
+    "Action",
+    "Calibration",
+    "ClipScore",
+    "CloudEvent",
+    "DeadLetter",
+    "DeepfakeFlag",
+    "FaceBox",
+    "ModelInfo",
+    "ModelMetadata",
+    "Outcome",
+    "Reason",
+    "ScreeningVerdict",
+    "Thresholds",
+    "TrainingSummary",
+    "VerdictEvent",
+    "VideoProperties",
+    "VideoUploaded",
+    "event_id",
+    "flag_event",
+    "verdict_event",
+]

@@ -1,0 +1,39 @@
+"""JSON Schemas of every contract, for consumers written in other languages.
+
+Pure: returns documents; the CLI writes them (`deepscreen schemas export DIR`),
+and a test checks that the committed copies in `schemas/jsonschema/` match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.cloudevents import DeepfakeFlag, VerdictEvent
+from schemas.dead_letter import DeadLetter
+from schemas.model import ModelMetadata
+from schemas.upload import VideoUploaded
+from schemas.verdict import ScreeningVerdict
+
+CONTRACTS: dict[str, type[BaseModel]] = {
+    "video-uploaded": VideoUploaded,
+    "screening-verdict": ScreeningVerdict,
+    "deepfake-flag": DeepfakeFlag,
+    "verdict-event": VerdictEvent,
+    "dead-letter": DeadLetter,
+    "model-metadata": ModelMetadata,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name (without `.schema.json`) → JSON Schema (draft 2020-12) document."""
+    documents: dict[str, dict[str, Any]] = {}
+    for name, model in CONTRACTS.items():
+        schema = model.model_json_schema(mode="serialization")
+        documents[name] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://deepscreen.dev/schemas/{name}.schema.json",
+            **schema,
+        }
+    return documents

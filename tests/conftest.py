@@ -1,0 +1,47 @@
+"""Fixtures shared by the whole suite: synthetic videos, a reference model, quiet logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+from tests.support import videos
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CLIPS = REPO.parent / "shared" / "data" / "clips"
+
+
+class SyntheticVideos:
+    """The suite's synthetic videos, written once per session."""
+
+    def __init__(self, root: Path) -> None:
+        self.moving_face = videos.moving_face_video(root / "moving_face.mp4", frames=60)
+        self.two_faces = videos.two_faces_video(root / "two_faces.mp4", frames=40)
+        self.no_face = videos.no_face_video(root / "no_face.mp4", frames=40)
+        self.short = videos.short_video(root / "short.mp4", frames=12)
+        self.rotated = videos.rotated_video(root / "rotated.mp4", rotation=90, frames=40)
+        self.truncated = videos.truncated_video(root / "truncated.mp4")
+        self.zero_bytes = videos.zero_byte_file(root / "zero.mp4")
+        self.not_a_video = videos.not_a_video(root / "notes.mp4")
+        self.huge_resolution = videos.huge_resolution_video(root / "huge.y4m")
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SyntheticVideos:
+    return SyntheticVideos(tmp_path_factory.mktemp("videos"))
+
+
+@pytest.fixture(scope="session")
+def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained ResNeXt50+LSTM artifact at 112 px (seeded, so scores are reproducible)."""
+    from detector.artifact import init_reference
+
+    path = tmp_path_factory.mktemp("models") / "reference-112.pt"
+    init_reference(path, input_size=112, seed=7)
+    return path

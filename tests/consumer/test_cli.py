@@ -1,0 +1,89 @@
+"""The `deepscreen` command line, run in-process as a user would call it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from consumer.cli import app
+from schemas import Outcome, Reason, ScreeningVerdict
+from tests.conftest import REPO, SyntheticVideos
+
+runner = CliRunner()
+
+
+def test_scan_json_prints_one_verdict_per_file_and_exits_zero_for_bad_videos(
+    reference_model: Path, synthetic: SyntheticVideos
+) -> None:
+    files = [synthetic.moving_face, synthetic.not_a_video, synthetic.no_face]
+    arguments = ["scan", "--model", str(reference_model), "--json", *map(str, files)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    verdicts = [ScreeningVerdict.model_validate_json(line) for line in result.stdout.splitlines()]
+    assert [v.video_id for v in verdicts] == [f.name for f in files]
+    assert verdicts[0].outcome in (Outcome.LIKELY_REAL, Outcome.SUSPECTED_DEEPFAKE)
+    assert verdicts[0].model.trained is False
+    assert (verdicts[1].outcome, verdicts[1].reason) == (Outcome.UNREADABLE, Reason.NOT_A_VIDEO)
+    assert (verdicts[2].outcome, verdicts[2].reason) == (Outcome.NO_FACE, Reason.NO_FACE_DETECTED)
+    assert "untrained" in result.stderr
+
+
+def test_scan_without_json_prints_a_line_a_file(
+    reference_model: Path, synthetic: SyntheticVideos
+) -> None:
+    result = runner.invoke(app, ["scan", "--model", str(reference_model), str(synthetic.short)])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == (
+        "short.mp4: unreadable (too_short: 12 frames; a clip needs 20 consecutive frames)"
+    )
+
+
+def test_scan_expands_a_directory_to_its_videos(
+    reference_model: Path, synthetic: SyntheticVideos
+) -> None:
+    result = runner.invoke(
+        app, ["scan", "--model", str(reference_model), "--json", str(synthetic.short.parent)]
+    )
+    assert result.exit_code == 0
+    names = {json.loads(line)["video_id"] for line in result.stdout.splitlines()}
+    assert {"moving_face.mp4", "short.mp4", "zero.mp4"} <= names
+    assert "huge.y4m" not in names  # not a video suffix the directory walk picks up
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["scan", "/nonexistent/video.mp4"],
+        ["scan", "--model", "/nonexistent/model.pt", "README.md"],
+        ["scan", "--model", "README.md", "README.md"],
+        ["scan", "--batch-size", "0", "README.md"],
+        ["model", "init", "--out", "x.pt", "--input-size", "100"],
+    ],
+)
+def test_usage_errors_exit_two(arguments: list[str]) -> None:
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+
+
+def test_model_init_then_info_shows_an_untrained_reference(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    created = runner.invoke(app, ["model", "init", "--out", str(out), "--lstm-hidden", "16"])
+    assert created.exit_code == 0, created.output
+    info = runner.invoke(app, ["model", "info", str(out)])
+    assert info.exit_code == 0
+    document = json.loads(info.stdout)
+    assert document["metadata"]["trained"] is False
+    assert document["metadata"]["lstm_hidden"] == 16
+    assert len(document["sha256"]) == 64
+
+
+def test_schemas_export_writes_what_is_committed(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["schemas", "export", str(tmp_path)])
+    assert result.exit_code == 0
+    for written in tmp_path.glob("*.schema.json"):
+        committed = REPO / "schemas" / "jsonschema" / written.name
+        assert written.read_text() == committed.read_text()
+    assert len(list(tmp_path.glob("*.schema.json"))) == 6

@@ -1,0 +1,110 @@
+"""Self-blended pseudo-fakes have the properties the method relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from detector.config import DetectorConfig
+from detector.faces import MediaPipeFaceDetector
+from detector.selfblend import (
+    FaceMeshLandmarker,
+    animate,
+    blend_mask,
+    hull_mask,
+    pad_face,
+    random_motion,
+    self_blend,
+)
+from detector.training_data import StillClipMaker
+from tests.support.videos import astronaut_face
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    """A tight 200 x 200 face crop, like UTKFace's, padded as training pads them."""
+    return pad_face(np.ascontiguousarray(cv2.resize(astronaut_face(), (200, 200))))
+
+
+@pytest.fixture(scope="module")
+def landmarks(face: np.ndarray) -> Iterator[np.ndarray]:
+    landmarker = FaceMeshLandmarker()
+    found = landmarker.landmarks(face)
+    landmarker.close()
+    assert found is not None and found.shape == (468, 2)
+    yield found
+
+
+def test_padding_keeps_the_face_and_adds_context(face: np.ndarray) -> None:
+    tight = cv2.resize(astronaut_face(), (200, 200))
+    assert face.shape == (440, 440, 3)
+    assert np.array_equal(face[120:320, 120:320], tight)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_blend_is_confined_to_the_face_hull(
+    face: np.ndarray, landmarks: np.ndarray, seed: int
+) -> None:
+    fake, mask = self_blend(face, landmarks, np.random.default_rng(seed))
+    outside = hull_mask(landmarks, face.shape[:2]) == 0
+    assert np.array_equal(fake[outside], face[outside])
+    assert mask[outside].max() == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_pseudo_fake_keeps_shape_and_range_and_differs_inside_the_mask(
+    face: np.ndarray, landmarks: np.ndarray, seed: int
+) -> None:
+    fake, mask = self_blend(face, landmarks, np.random.default_rng(seed))
+    assert fake.shape == face.shape and fake.dtype == np.uint8
+    assert mask.min() >= 0.0 and mask.max() <= 1.0
+    blended = mask > 0.2
+    assert blended.sum() > 0.1 * hull_mask(landmarks, face.shape[:2]).sum()
+    difference = np.abs(fake.astype(int) - face.astype(int)).mean(axis=2)
+    assert difference[blended].mean() > 2.0
+
+
+def test_the_mask_is_soft_and_covers_the_face_centre(
+    face: np.ndarray, landmarks: np.ndarray
+) -> None:
+    mask = blend_mask(landmarks, face.shape[:2], np.random.default_rng(0))
+    centre = np.round(landmarks.mean(axis=0)).astype(int)
+    assert mask[centre[1], centre[0]] == pytest.approx(1.0, abs=0.05)
+    levels = np.unique(np.round(mask, 2))
+    assert len(levels) > 10  # a gradient, not a hard cut-out
+
+
+def test_a_still_moves_smoothly_through_twenty_frames(face: np.ndarray) -> None:
+    motion = random_motion(20, (face.shape[1], face.shape[0]), np.random.default_rng(1))
+    frames = animate(face, motion)
+    assert len(frames) == 20 and all(f.shape == face.shape for f in frames)
+    steps = np.abs(np.diff(motion.matrices[:, :, 2], axis=0)).max()
+    assert steps < 0.02 * face.shape[0]  # a few pixels per frame, no jumps
+    assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_a_still_gives_a_real_and_a_fake_clip_through_the_scoring_pipeline() -> None:
+    config = DetectorConfig()
+    faces = MediaPipeFaceDetector(config.faces)
+    maker = StillClipMaker(faces, config, input_size=112)
+    try:
+        pair = maker.pair(
+            np.ascontiguousarray(cv2.resize(astronaut_face(), (200, 200))),
+            np.random.default_rng(2),
+        )
+    finally:
+        maker.close()
+        faces.close()
+    assert pair is not None
+    real, fake = pair
+    assert real.shape == fake.shape == (20, 112, 112, 3)
+    assert real.dtype == fake.dtype == np.uint8
+    # Each clip is cut by its own detections (as in serving), so the two are not
+    # pixel-aligned; what holds is that they differ and that each moves smoothly.
+    assert np.abs(real.astype(int) - fake.astype(int)).mean() > 2.0
+    for clip in (real, fake):
+        steps = np.abs(np.diff(clip.astype(int), axis=0)).mean(axis=(1, 2, 3))
+        assert steps.max() < 20.0

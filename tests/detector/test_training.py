@@ -1,0 +1,103 @@
+"""Training: loss goes down on learnable data, checkpoints resume, splits respect sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detector.artifact import load, read_metadata, reference_metadata
+from detector.model import ResNeXtLSTM
+from detector.scoring import normalisation_tensors, normalise
+from detector.training import TrainConfig, train
+from detector.training_data import ClipCache, ClipIndex, LabelledClip, split_by_group
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory: pytest.TempPathFactory) -> ClipIndex:
+    """Fakes are brighter than reals: a tiny model can learn that in a few steps."""
+    directory = tmp_path_factory.mktemp("clips")
+    cache = ClipCache(directory)
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        label = i % 2
+        base = 170 if label else 60
+        pixels = np.clip(rng.normal(base, 20, (20, 112, 112, 3)), 0, 255).astype(np.uint8)
+        cache.add(LabelledClip(pixels, label, group=f"source-{i // 2}"))
+    cache.flush()
+    return ClipIndex.open(directory)
+
+
+CONFIG = TrainConfig(
+    lstm_hidden=8, epochs=2, batch_size=4, train_frames=2, learning_rate=2e-3,
+    validation_share=0.25, checkpoint_every=1000, weights_dtype="float32",
+)  # fmt: skip
+
+
+def mean_loss(model: torch.nn.Module, index: ClipIndex) -> float:
+    """Binary cross-entropy of `model` over every clip (2 frames each), in eval mode."""
+    clips = torch.from_numpy(np.stack([index.pixels(i)[:2] for i in range(len(index))]))
+    mean, std = normalisation_tensors(
+        reference_metadata(112, 8, trained=False), torch.device("cpu")
+    )
+    with torch.inference_mode():
+        logits = model.eval()(normalise(clips, mean, std))
+    labels = torch.from_numpy(index.labels.astype(np.float32))
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+
+
+@pytest.mark.slow
+def test_a_few_steps_on_learnable_data_lower_the_loss_and_export_an_artifact(
+    learnable: ClipIndex, tmp_path: Path
+) -> None:
+    config = CONFIG.__class__(
+        **{**CONFIG.__dict__, "epochs": 8, "validation_share": 0.0, "learning_rate": 3e-3}
+    )
+    torch.manual_seed(config.seed)  # train() builds its model from the same seed
+    before = mean_loss(ResNeXtLSTM(lstm_hidden=config.lstm_hidden), learnable)
+    out = tmp_path / "m.pt"
+    result = train(
+        learnable, out, config, checkpoint_dir=tmp_path / "ckpt",
+        summary={"command": "pytest", "data": "synthetic"},
+    )  # fmt: skip
+    after = mean_loss(load(out, "cpu").module, learnable)
+    assert result.steps == 8 * 6
+    assert after < 0.8 * before, f"loss {before:.3f} -> {after:.3f}"
+    metadata = read_metadata(out)
+    assert metadata.trained is True
+    assert metadata.training is not None
+    assert metadata.training.steps == result.steps and metadata.training.command == "pytest"
+    assert metadata.clip_length == 20
+    assert (tmp_path / "ckpt" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_training_resumes_from_its_checkpoint(learnable: ClipIndex, tmp_path: Path) -> None:
+    first = train(
+        learnable, tmp_path / "a.pt", CONFIG.__class__(**{**CONFIG.__dict__, "epochs": 1}),
+        checkpoint_dir=tmp_path / "ckpt",
+    )  # fmt: skip
+    resumed = train(
+        learnable, tmp_path / "b.pt", CONFIG, checkpoint_dir=tmp_path / "ckpt",
+        resume=tmp_path / "ckpt" / "last.ckpt",
+    )  # fmt: skip
+    assert first.epochs_completed == 1
+    assert resumed.epochs_completed == 2
+    assert resumed.steps == 2 * first.steps  # the second epoch only, on top of the first
+
+
+def test_a_time_budget_stops_training_cleanly(learnable: ClipIndex, tmp_path: Path) -> None:
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "max_minutes": 0.0})
+    result = train(learnable, tmp_path / "m.pt", config, checkpoint_dir=tmp_path / "ckpt")
+    assert result.stopped_early and result.steps == 1
+    assert (tmp_path / "m.pt").exists()
+
+
+def test_the_split_keeps_every_source_on_one_side() -> None:
+    groups = [f"video-{i // 5}" for i in range(500)]  # five clips per source
+    train_rows, validation_rows = split_by_group(groups, 0.2, seed=3)
+    assert len(train_rows) + len(validation_rows) == 500
+    assert {groups[i] for i in train_rows}.isdisjoint({groups[i] for i in validation_rows})
+    assert 0.1 < len(validation_rows) / 500 < 0.3

@@ -1,0 +1,150 @@
+"""`deepscreen serve` as a process: killed mid-batch, or asked to stop, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumer.embedded import free_port
+from tests.conftest import REPO
+from tests.integration.conftest import Topics
+from tests.integration.outcomes import file_upload, publish, read, wait_for
+from tests.support.broker import TansuBroker, committed_offsets
+
+pytestmark = pytest.mark.timeout(420)
+
+
+class ServeProcess:
+    def __init__(self, broker: TansuBroker, topics: Topics, media: Path, model: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            **topics.env(),
+            "DEEPSCREEN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "DEEPSCREEN_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "DEEPSCREEN_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+            "DEEPSCREEN_KAFKA__MAX_POLL_INTERVAL_MS": "30000",
+            "DEEPSCREEN_KAFKA__COMMIT_INTERVAL_S": "0.2",
+            "DEEPSCREEN_KAFKA__MAX_IN_FLIGHT": "2",
+            "DEEPSCREEN_MEDIA__FILE_ROOTS": f'["{media}"]',
+            "DEEPSCREEN_DETECTOR__MODEL_PATH": str(model),
+            "DEEPSCREEN_DETECTOR__WINDOWS": "2",
+            "DEEPSCREEN_DETECTOR__EXTRACTION_WORKERS": "1",
+            "DEEPSCREEN_HTTP__HOST": "127.0.0.1",
+            "DEEPSCREEN_HTTP__PORT": str(self.port),
+            "DEEPSCREEN_DRAIN_SECONDS": "30",
+            "DEEPSCREEN_REDIS__URL": "",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServeProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "serve"],
+            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self
+
+    def ready(self) -> bool:
+        result = subprocess.run(
+            [sys.executable, "-m", "consumer.cli", "healthcheck", "--port", str(self.port)],
+            cwd=REPO, env=self.env, capture_output=True, timeout=30,
+        )  # fmt: skip
+        return result.returncode == 0
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            assert self.process and self.process.poll() is None, self.output()
+            assert time.monotonic() < deadline, "the service never became ready"
+            time.sleep(0.5)
+
+    def output(self) -> str:
+        if self.process and self.process.stdout and self.process.poll() is not None:
+            return self.process.stdout.read().decode(errors="replace")[-4000:]
+        return ""
+
+    def kill(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+
+@pytest.fixture
+def serve(broker: TansuBroker, media: Path, reference_model: Path) -> Iterator[type]:
+    made: list[ServeProcess] = []
+
+    def factory(topics: Topics) -> ServeProcess:
+        made.append(ServeProcess(broker, topics, media, reference_model))
+        return made[-1]
+
+    yield factory  # type: ignore[misc]
+    for process in made:
+        if process.process and process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
+
+
+UPLOADS = 10
+
+
+def uploads(media: Path) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    names = ["moving_face.mp4", "two_faces.mp4", "no_face.mp4"]
+    return [file_upload(f"video-{i:02d}", media / names[i % 3]) for i in range(UPLOADS)]
+
+
+def test_a_consumer_killed_mid_batch_loses_nothing_and_repeats_only_uncommitted_work(
+    broker: TansuBroker, media: Path, serve: type
+) -> None:
+    topics = Topics.fresh(partitions=1).create(broker)
+    publish(broker, topics, uploads(media))
+    first = serve(topics).start()
+    wait_for(broker, topics, expected=2, timeout_s=180)  # well into the batch
+    first.kill(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    committed_at_kill = committed_offsets(broker.bootstrap, topics.group, topics.uploads).get(0, 0)
+    assert committed_at_kill < UPLOADS, "the kill came too late to test anything"
+
+    serve(topics).start()
+    published = wait_for(broker, topics, expected=UPLOADS, timeout_s=300)
+    time.sleep(2)
+    published = read(broker, topics, UPLOADS + 10)
+
+    by_video = Counter(v.data.video_id for v in published.verdicts)
+    assert set(by_video) == {f"video-{i:02d}" for i in range(UPLOADS)}  # nothing lost
+    for offset in range(committed_at_kill):  # committed before the kill: never redone
+        assert by_video[f"video-{offset:02d}"] == 1
+    for video_id, count in by_video.items():
+        ids = {v.id for v in published.verdicts if v.data.video_id == video_id}
+        assert len(ids) == 1, f"{video_id} was published {count} times with different ids"
+
+
+def test_sigterm_drains_in_flight_work_within_the_limit_and_loses_nothing(
+    broker: TansuBroker, media: Path, serve: type
+) -> None:
+    topics = Topics.fresh(partitions=1).create(broker)
+    publish(broker, topics, uploads(media))
+    first = serve(topics).start()
+    first.wait_ready()
+    wait_for(broker, topics, expected=1, timeout_s=180)
+    asked = time.monotonic()
+    first.kill(signal.SIGTERM)
+    exit_code = first.process.wait(timeout=60)
+    took = time.monotonic() - asked
+    assert exit_code == 0, first.output()
+    assert took < 30 + 5, f"took {took:.1f} s to stop"
+    done = read(broker, topics, UPLOADS)
+    committed = committed_offsets(broker.bootstrap, topics.group, topics.uploads).get(0, 0)
+    assert committed == done.count  # every outcome published was committed, nothing more
+
+    serve(topics).start()
+    published = wait_for(broker, topics, expected=UPLOADS, timeout_s=300)
+    assert sorted(v.data.video_id for v in published.verdicts) == [
+        f"video-{i:02d}" for i in range(UPLOADS)
+    ]

@@ -1,0 +1,1 @@
+"""Synthetic test fixtures (videos) for the deepscreen test suite."""
