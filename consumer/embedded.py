@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -113,7 +113,7 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self) -> EmbeddedBroker:
+    def start(self) -> Self:
         """Start and wait until a Kafka client gets metadata; a port taken meanwhile is retried."""
         failure = ""
         for _attempt in range(3):
@@ -154,7 +154,7 @@ class EmbeddedBroker:
             return "<no log>"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def file_upload(video_id: str, path: Path) -> tuple[bytes, bytes, list[tuple[str
     return upload_message(video_id, path.resolve().as_uri())
 
 
-def publish(broker: TansuBroker, topics: Topics, messages: list[tuple[bytes | None, bytes | None,
-            list[tuple[str, bytes]]]]) -> list[tuple[int, int]]:  # fmt: skip
+def publish(broker: TansuBroker, topics: Topics, messages: Sequence[tuple[bytes | None,
+            bytes | None, list[tuple[str, bytes]]]]) -> list[tuple[int, int]]:  # fmt: skip
     return produce(broker.bootstrap, topics.uploads, messages)
 
 

@@ -16,14 +16,17 @@ import pytest
 from consumer.embedded import free_port
 from tests.conftest import REPO
 from tests.integration.conftest import Topics
-from tests.integration.outcomes import file_upload, publish, read, wait_for
+from tests.integration.outcomes import file_upload, publish, read, upload_message, wait_for
 from tests.support.broker import TansuBroker, committed_offsets
+from tests.support.gated_site import GatedSite
 
 pytestmark = pytest.mark.timeout(420)
 
 
 class ServeProcess:
-    def __init__(self, broker: TansuBroker, topics: Topics, media: Path, model: Path) -> None:
+    def __init__(
+        self, broker: TansuBroker, topics: Topics, media: Path, model: Path, **env: str
+    ) -> None:
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -42,6 +45,7 @@ class ServeProcess:
             "DEEPSCREEN_HTTP__PORT": str(self.port),
             "DEEPSCREEN_DRAIN_SECONDS": "30",
             "DEEPSCREEN_REDIS__URL": "",
+            **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -80,8 +84,8 @@ class ServeProcess:
 def serve(broker: TansuBroker, media: Path, reference_model: Path) -> Iterator[type]:
     made: list[ServeProcess] = []
 
-    def factory(topics: Topics) -> ServeProcess:
-        made.append(ServeProcess(broker, topics, media, reference_model))
+    def factory(topics: Topics, **env: str) -> ServeProcess:
+        made.append(ServeProcess(broker, topics, media, reference_model, **env))
         return made[-1]
 
     yield factory  # type: ignore[misc]
@@ -99,27 +103,48 @@ def uploads(media: Path) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     return [file_upload(f"video-{i:02d}", media / names[i % 3]) for i in range(UPLOADS)]
 
 
+HELD = 2  # the offset whose media fetch hangs until the test opens the gate
+
+
 def test_a_consumer_killed_mid_batch_loses_nothing_and_repeats_only_uncommitted_work(
     broker: TansuBroker, media: Path, serve: type
 ) -> None:
     topics = Topics.fresh(partitions=1).create(broker)
-    publish(broker, topics, uploads(media))
-    first = serve(topics).start()
-    wait_for(broker, topics, expected=2, timeout_s=180)  # well into the batch
-    first.kill(signal.SIGKILL)
-    first.process.wait(timeout=10)
-    committed_at_kill = committed_offsets(broker.bootstrap, topics.group, topics.uploads).get(0, 0)
-    assert committed_at_kill < UPLOADS, "the kill came too late to test anything"
+    with GatedSite(media) as site:
+        messages = uploads(media)
+        messages[HELD] = upload_message(f"video-{HELD:02d}", site.url("moving_face.mp4"))
+        publish(broker, topics, messages)
+        http_media = {
+            "DEEPSCREEN_MEDIA__ALLOWED_HOSTS": '["127.0.0.1"]',
+            "DEEPSCREEN_MEDIA__ALLOW_PRIVATE_ADDRESSES": "true",
+            "DEEPSCREEN_MEDIA__READ_TIMEOUT_S": "600",
+            "DEEPSCREEN_MEDIA__TOTAL_TIMEOUT_S": "600",
+        }
+        first = serve(topics, **http_media).start()
+        # Offsets 0 and 1 finish, 2 hangs in its fetch, the other slot goes on past it.
+        before = wait_for(broker, topics, expected=HELD + 2, timeout_s=180)
+        assert site.held.is_set()
+        first.kill(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        committed_at_kill = committed_offsets(broker.bootstrap, topics.group, topics.uploads)
+        assert committed_at_kill.get(0, 0) == HELD  # never past the unfinished offset
+        done_uncommitted = {v.data.video_id for v in before.verdicts} - {
+            f"video-{i:02d}" for i in range(HELD)
+        }
+        assert done_uncommitted, "some work past the held offset was finished before the kill"
 
-    serve(topics).start()
-    published = wait_for(broker, topics, expected=UPLOADS, timeout_s=300)
-    time.sleep(2)
-    published = read(broker, topics, UPLOADS + 10)
+        site.open()
+        serve(topics, **http_media).start()
+        wait_for(broker, topics, expected=UPLOADS + len(done_uncommitted), timeout_s=300)
+        time.sleep(2)
+        published = read(broker, topics, UPLOADS + 10)
 
     by_video = Counter(v.data.video_id for v in published.verdicts)
     assert set(by_video) == {f"video-{i:02d}" for i in range(UPLOADS)}  # nothing lost
-    for offset in range(committed_at_kill):  # committed before the kill: never redone
+    for offset in range(HELD):  # committed before the kill: never redone
         assert by_video[f"video-{offset:02d}"] == 1
+    for video_id in done_uncommitted:  # finished but not committed: redone (at least once)
+        assert by_video[video_id] == 2
     for video_id, count in by_video.items():
         ids = {v.id for v in published.verdicts if v.data.video_id == video_id}
         assert len(ids) == 1, f"{video_id} was published {count} times with different ids"
