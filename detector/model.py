@@ -32,6 +32,8 @@ class ResNeXtLSTM(nn.Module):
     used public ResNeXt50+LSTM project computes for one clip (its LSTM is not
     `batch_first`), and what its imported checkpoints need. Our own models
     read the clip as a sequence.
+
+    `zero_init_residual` only matters for training from scratch (see `training`).
     """
 
     __constants__ = ("per_frame_lstm",)  # a compile-time branch in TorchScript
@@ -43,9 +45,13 @@ class ResNeXtLSTM(nn.Module):
         *,
         lstm_bias: bool = True,
         per_frame_lstm: bool = False,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        resnext = resnext50_32x4d(weights=None)
+        # `zero_init_residual` starts every residual block as the identity (its last
+        # BatchNorm scale is 0): from scratch, the features at the top are then close
+        # to the low-level ones, which is where blending traces live.
+        resnext = resnext50_32x4d(weights=None, zero_init_residual=zero_init_residual)
         # Everything up to the last residual stage; pooling is ours.
         self.backbone = nn.Sequential(*list(resnext.children())[:-2])
         self.pool = nn.AdaptiveAvgPool2d(1)
