@@ -32,8 +32,6 @@ class ResNeXtLSTM(nn.Module):
     used public ResNeXt50+LSTM project computes for one clip (its LSTM is not
     `batch_first`), and what its imported checkpoints need. Our own models
     read the clip as a sequence.
-
-    `zero_init_residual` only matters for training from scratch (see `training`).
     """
 
     __constants__ = ("per_frame_lstm",)  # a compile-time branch in TorchScript

@@ -313,7 +313,7 @@ def initialise_batch_norm(
     statistics of mean 0 and variance 1 until training has moved them, far from
     what a face clip produces at each layer.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()

@@ -11,7 +11,7 @@ import torch
 from detector.artifact import load, read_metadata, reference_metadata
 from detector.model import ResNeXtLSTM
 from detector.scoring import normalisation_tensors, normalise
-from detector.training import TrainConfig, train
+from detector.training import TrainConfig, initialise_batch_norm, train
 from detector.training_data import ClipCache, ClipIndex, LabelledClip, split_by_group
 
 
@@ -38,14 +38,43 @@ CONFIG = TrainConfig(
 
 def mean_loss(model: torch.nn.Module, index: ClipIndex) -> float:
     """Binary cross-entropy of `model` over every clip (2 frames each), in eval mode."""
-    clips = torch.from_numpy(np.stack([index.pixels(i)[:2] for i in range(len(index))]))
+    [(clips, labels)] = as_batches(index)
+    with torch.inference_mode():
+        logits = model.eval()(prepare(clips))
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+
+
+def as_batches(index: ClipIndex, frames: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    clips = torch.from_numpy(np.stack([index.pixels(i)[:frames] for i in range(len(index))]))
+    return [(clips, torch.from_numpy(index.labels.astype(np.float32)))]
+
+
+def prepare(clips: torch.Tensor) -> torch.Tensor:
     mean, std = normalisation_tensors(
         reference_metadata(112, 8, trained=False), torch.device("cpu")
     )
+    return normalise(clips, mean, std)
+
+
+def starting_point(config: TrainConfig, index: ClipIndex) -> ResNeXtLSTM:
+    """The network a fresh train() run starts from (before its first step)."""
+    model = ResNeXtLSTM(lstm_hidden=config.lstm_hidden, zero_init_residual=True)
+    initialise_batch_norm(model, as_batches(index), 1, prepare)
+    return model
+
+
+def test_batch_norm_statistics_start_from_the_training_faces(learnable: ClipIndex) -> None:
+    model = ResNeXtLSTM(lstm_hidden=8, zero_init_residual=True)
+    stem = model.backbone[1]  # the BatchNorm after the first convolution
+    assert isinstance(stem, torch.nn.BatchNorm2d)
+    initialise_batch_norm(model, as_batches(learnable), 1, prepare)
     with torch.inference_mode():
-        logits = model.eval()(normalise(clips, mean, std))
-    labels = torch.from_numpy(index.labels.astype(np.float32))
-    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+        conv = model.backbone[0](prepare(as_batches(learnable)[0][0]).flatten(0, 1))
+    measured_mean = conv.mean(dim=(0, 2, 3))
+    measured_var = conv.var(dim=(0, 2, 3))
+    assert torch.allclose(stem.running_mean, measured_mean, atol=1e-4)
+    assert torch.allclose(stem.running_var, measured_var, rtol=1e-2)
+    assert stem.momentum == 0.1  # training goes on with the usual moving average
 
 
 @pytest.mark.slow
@@ -56,7 +85,7 @@ def test_a_few_steps_on_learnable_data_lower_the_loss_and_export_an_artifact(
         **{**CONFIG.__dict__, "epochs": 8, "validation_share": 0.0, "learning_rate": 3e-3}
     )
     torch.manual_seed(config.seed)  # train() builds its model from the same seed
-    before = mean_loss(ResNeXtLSTM(lstm_hidden=config.lstm_hidden), learnable)
+    before = mean_loss(starting_point(config, learnable), learnable)
     out = tmp_path / "m.pt"
     result = train(
         learnable, out, config, checkpoint_dir=tmp_path / "ckpt",
