@@ -286,8 +286,14 @@ def model_train(
     resume: Annotated[
         Path | None, typer.Option(exists=True, help="Continue from a checkpoint.")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Processes making self-blended clips (default: CPUs)."),
+    ] = None,
 ) -> None:
     """Train a ResNeXt50+LSTM and write it as a TorchScript artifact."""
+    import functools
+    import os
     import shlex
 
     from rich.console import Console
@@ -321,7 +327,9 @@ def model_train(
                       "{task.total}"), TimeElapsedColumn(), console=console) as bar:  # fmt: skip
             task = bar.add_task("cache", total=len(images))
             manifest = build_still_cache(
-                images, cache_dir, faces=faces, config=config, input_size=input_size, seed=seed,
+                images, cache_dir, new_faces=functools.partial(MediaPipeFaceDetector, config.faces),
+                config=config, input_size=input_size, seed=seed,
+                workers=workers or os.cpu_count() or 1,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         description = f"{manifest['pairs']} real stills + their self-blended pseudo-fakes"

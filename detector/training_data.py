@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -209,19 +210,54 @@ def files_sha256(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+_StillPair = tuple[str, tuple[Clips, Clips] | None]
+_pair_maker: tuple[StillClipMaker, FaceDetector] | None = None  # one per caching process
+
+
+def _start_pair_maker(
+    new_faces: Callable[[], FaceDetector], config: DetectorConfig, input_size: int
+) -> None:
+    global _pair_maker
+    faces = new_faces()
+    _pair_maker = (StillClipMaker(faces, config, input_size), faces)
+
+
+def _stop_pair_maker() -> None:
+    global _pair_maker
+    if _pair_maker is not None:
+        maker, faces = _pair_maker
+        maker.close()
+        faces.close()
+        _pair_maker = None
+
+
+def _make_pair(job: tuple[int, Path, int]) -> _StillPair:
+    number, path, seed = job
+    assert _pair_maker is not None, "_start_pair_maker runs first in every caching process"
+    rng = np.random.default_rng([seed, number])
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    return path.name, _pair_maker[0].pair(np.asarray(image, dtype=np.uint8), rng)
+
+
 def build_still_cache(
     images: list[Path],
     cache_dir: Path,
     *,
-    faces: FaceDetector,
+    new_faces: Callable[[], FaceDetector],
     config: DetectorConfig,
     input_size: int,
     seed: int,
+    workers: int = 1,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, object]:
     """Cache a real and a self-blended clip for each still (reused when the manifest matches).
 
-    Each image is its own group. Returns the cache's manifest.
+    Each image is its own group. Making the pairs (face mesh, blending,
+    detection on 40 frames) is the slow part of training on a CPU, so
+    `workers` processes make them side by side, each with its own detector
+    from `new_faces` (which must pickle). Each still's randomness depends only
+    on `seed` and its position, and pairs are written in image order, so the
+    cache is the same for any number of workers. Returns the cache's manifest.
     """
     manifest: dict[str, object] = {
         "kind": "self-blend",
@@ -237,22 +273,33 @@ def build_still_cache(
             return dict(existing)
         raise ValueError(f"{cache_dir} holds a different cache; choose another --cache")
     cache = ClipCache(cache_dir)
-    maker = StillClipMaker(faces, config, input_size)
+    jobs = [(number, path, seed) for number, path in enumerate(images)]
+    maker_args = (new_faces, config, input_size)
     pairs = skipped = 0
     try:
-        for number, path in enumerate(images):
-            rng = np.random.default_rng([seed, number])
-            image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-            made = maker.pair(np.asarray(image, dtype=np.uint8), rng)
+        if workers <= 1:
+            _start_pair_maker(*maker_args)
+            made_pairs: Iterable[_StillPair] = map(_make_pair, jobs)
+            pool = None
+        else:
+            # spawn, not fork: MediaPipe's graph threads do not survive a fork.
+            context = multiprocessing.get_context("spawn")
+            pool = context.Pool(workers, initializer=_start_pair_maker, initargs=maker_args)
+            made_pairs = pool.imap(_make_pair, jobs, chunksize=4)
+        for number, (name, made) in enumerate(made_pairs):
             if made is None:
                 skipped += 1
             else:
-                cache.add(LabelledClip(made[0], REAL, path.name))
-                cache.add(LabelledClip(made[1], FAKE, path.name))
+                cache.add(LabelledClip(made[0], REAL, name))
+                cache.add(LabelledClip(made[1], FAKE, name))
                 pairs += 1
             progress(number + 1, len(images))
     finally:
-        maker.close()
+        if workers <= 1:
+            _stop_pair_maker()
+        elif pool is not None:
+            pool.terminate()
+            pool.join()
         cache.flush()
     manifest |= {"pairs": pairs, "skipped_no_face": skipped}
     cache.write_manifest(manifest)
