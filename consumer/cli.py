@@ -290,8 +290,19 @@ def model_train(
         int | None,
         typer.Option(min=1, max=256, help="Processes making self-blended clips (default: CPUs)."),
     ] = None,
+    backbone: Annotated[
+        str, typer.Option(help="resnext50_32x4d (default) or mobilenet_v2 (lighter).")
+    ] = "resnext50_32x4d",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="torchvision ImageNet state dict for --backbone (default: from scratch).",
+        ),
+    ] = None,
 ) -> None:
-    """Train a ResNeXt50+LSTM and write it as a TorchScript artifact."""
+    """Train a per-frame CNN + LSTM (ResNeXt50 by default); write a TorchScript artifact."""
     import functools
     import os
     import shlex
@@ -300,8 +311,10 @@ def model_train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from consumer import code_version
+    from detector.artifact import sha256_file
     from detector.config import DetectorConfig
     from detector.faces import MediaPipeFaceDetector
+    from detector.model import BACKBONES
     from detector.training import TrainConfig, train
     from detector.training_data import (
         ClipCache,
@@ -315,6 +328,8 @@ def model_train(
 
     if input_size not in (112, 224):
         raise _fail("--input-size must be 112 or 224")
+    if backbone not in BACKBONES:
+        raise _fail(f"--backbone must be one of {', '.join(sorted(BACKBONES))}")
     cache_dir = cache or out.with_suffix(".cache")
     config = DetectorConfig()
     faces = MediaPipeFaceDetector(config.faces)
@@ -355,7 +370,8 @@ def model_train(
     train_config = TrainConfig(
         input_size=input_size, lstm_hidden=lstm_hidden, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, train_frames=train_frames, seed=seed, device=device,
-        max_minutes=max_minutes,
+        max_minutes=max_minutes, backbone=backbone,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
     )  # fmt: skip
     with Progress(TextColumn("training epoch {task.fields[epoch]}"), BarColumn(),
                   TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]:.4f} "
@@ -390,6 +406,10 @@ def model_train(
                 "data_sha256": data_sha256,
                 "licence": "inherits the training data's terms",
                 "code_version": code_version(),
+                "source": (
+                    f"{backbone} initialised from ImageNet weights {backbone_weights.name} "
+                    f"(sha256 {sha256_file(backbone_weights)})"
+                    if backbone_weights else f"{backbone} trained from scratch"),
             },
             on_progress=show,
         )  # fmt: skip

@@ -18,7 +18,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from detector.model import ARCHITECTURE, BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ResNeXtLSTM
+from detector.model import ARCHITECTURE, BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ClipClassifier
 from schemas.model import METADATA_FILE, ModelInfo, ModelMetadata, Thresholds
 
 CLIP_LENGTH = 20
@@ -45,7 +45,7 @@ def sha256_file(path: Path) -> str:
 
 
 def reference_metadata(input_size: int, lstm_hidden: int, *, trained: bool) -> ModelMetadata:
-    """Metadata for a ResNeXtLSTM with ImageNet normalisation and default thresholds."""
+    """Metadata for a ClipClassifier with ImageNet normalisation and default thresholds."""
     return ModelMetadata(
         name="deepscreen-resnext50-lstm" if trained else "deepscreen-reference-untrained",
         version="0.0.0" if not trained else "1.0.0",
@@ -120,7 +120,7 @@ def load(path: Path, device: str = "auto") -> LoadedModel:
 
 
 def init_reference(path: Path, input_size: int = 112, lstm_hidden: int = 256, seed: int = 0) -> str:
-    """Write an untrained ResNeXtLSTM (`trained: false`) for tests and benchmarks."""
+    """Write an untrained ClipClassifier (`trained: false`) for tests and benchmarks."""
     torch.manual_seed(seed)
     metadata = reference_metadata(input_size, lstm_hidden, trained=False)
-    return export(ResNeXtLSTM(lstm_hidden=lstm_hidden), metadata, path)
+    return export(ClipClassifier(lstm_hidden=lstm_hidden), metadata, path)

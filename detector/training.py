@@ -43,7 +43,7 @@ from torch import nn
 
 from detector.arrays import Clips
 from detector.artifact import CLIP_LENGTH, export, resolve_device
-from detector.model import ARCHITECTURE, BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ResNeXtLSTM
+from detector.model import BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ClipClassifier, architecture_of
 from detector.scoring import normalise
 from detector.training_data import ClipIndex, split_by_group
 from schemas.model import ModelMetadata, Thresholds, TrainingSummary
@@ -65,6 +65,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     weights_dtype: str = "float16"
     bn_init_batches: int = 8
+    backbone: str = BACKBONE
+    # A torchvision ImageNet state dict for `backbone`; None trains from scratch.
+    backbone_weights: str | None = None
 
 
 @dataclass
@@ -156,7 +159,15 @@ def train(
     batches = _Batches(index, train_rows, config)
     total_steps = max(1, config.epochs * len(batches))
 
-    model = ResNeXtLSTM(lstm_hidden=config.lstm_hidden, zero_init_residual=True).to(device)
+    imagenet_state = (
+        torch.load(config.backbone_weights, map_location="cpu", weights_only=True)
+        if config.backbone_weights is not None
+        else None
+    )
+    model = ClipClassifier(
+        lstm_hidden=config.lstm_hidden, backbone=config.backbone,
+        imagenet_state=imagenet_state, zero_init_residual=imagenet_state is None,
+    ).to(device)  # fmt: skip
     model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -189,7 +200,7 @@ def train(
         clips_seen, best_auc, history = state["clips_seen"], state["best_auc"], state["history"]
         best_state = state["best_state"]
         torch.set_rng_state(state["torch_rng"])
-    else:
+    elif imagenet_state is None:  # pretrained BatchNorm statistics are kept
         initialise_batch_norm(
             model,
             batches.epoch(0),
@@ -302,7 +313,7 @@ def _centred(clip: Clips, config: TrainConfig) -> Clips:
 
 
 def initialise_batch_norm(
-    model: ResNeXtLSTM,
+    model: ClipClassifier,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     count: int,
     prepare: Callable[[torch.Tensor], torch.Tensor],
@@ -330,10 +341,10 @@ def initialise_batch_norm(
 
 def _metadata(config: TrainConfig, result: TrainResult, summary: dict[str, Any]) -> ModelMetadata:
     return ModelMetadata(
-        name=summary.get("name", "deepscreen-resnext50-lstm"),
+        name=summary.get("name", f"deepscreen-{config.backbone.replace('_', '-')}-lstm"),
         version=summary.get("version", "0.1.0"),
-        architecture=ARCHITECTURE,
-        backbone=BACKBONE,
+        architecture=architecture_of(config.backbone),
+        backbone=config.backbone,
         lstm_hidden=config.lstm_hidden,
         clip_length=CLIP_LENGTH,
         input_size=config.input_size,  # type: ignore[arg-type,unused-ignore]
@@ -347,6 +358,7 @@ def _metadata(config: TrainConfig, result: TrainResult, summary: dict[str, Any])
             data=summary.get("data"),
             data_sha256=summary.get("data_sha256"),
             licence=summary.get("licence"),
+            source=summary.get("source"),
             seed=config.seed,
             code_version=summary.get("code_version"),
             steps=result.steps,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from detector.artifact import ArtifactError, export, load, read_metadata, sha256_file
-from detector.model import ResNeXtLSTM
+from detector.model import ClipClassifier
 from schemas.model import METADATA_FILE
 
 REQUIRED_METADATA = {"clip_length", "input_size", "mean", "std", "labels", "thresholds",
@@ -43,7 +43,7 @@ def test_plain_torch_jit_load_in_a_fresh_process_gives_the_eager_scores(
     reference_model: Path, tmp_path: Path
 ) -> None:
     torch.manual_seed(7)  # init_reference(seed=7) built the artifact's weights the same way
-    eager = ResNeXtLSTM(lstm_hidden=256).eval()
+    eager = ClipClassifier(lstm_hidden=256).eval()
     clips = torch.randn(2, 20, 3, 112, 112)
     torch.save(clips, tmp_path / "clips.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -92,7 +92,7 @@ def test_fp16_weights_halve_the_file_and_score_like_fp32(
     reference_model: Path, tmp_path: Path
 ) -> None:
     torch.manual_seed(7)
-    model = ResNeXtLSTM(lstm_hidden=256)
+    model = ClipClassifier(lstm_hidden=256)
     half = tmp_path / "half.pt"
     metadata = read_metadata(reference_model).model_copy(update={"weights_dtype": "float16"})
     export(model, metadata, half)

@@ -137,7 +137,7 @@ def test_a_target_outside_zero_one_is_refused() -> None:
 
 
 class TinyClipModel(nn.Module):
-    """(N, T, C, H, W) → (N,) logits; a stand-in for ResNeXtLSTM that scripts in milliseconds."""
+    """(N, T, C, H, W) → (N,) logits; a stand-in for ClipClassifier that scripts in milliseconds."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision.models import mobilenet_v2
 
 from detector.artifact import load, read_metadata, reference_metadata
-from detector.model import ResNeXtLSTM
+from detector.model import ClipClassifier
 from detector.scoring import normalisation_tensors, normalise
 from detector.training import TrainConfig, initialise_batch_norm, train
 from detector.training_data import ClipCache, ClipIndex, LabelledClip, split_by_group
@@ -56,15 +57,15 @@ def prepare(clips: torch.Tensor) -> torch.Tensor:
     return normalise(clips, mean, std)
 
 
-def starting_point(config: TrainConfig, index: ClipIndex) -> ResNeXtLSTM:
+def starting_point(config: TrainConfig, index: ClipIndex) -> ClipClassifier:
     """The network a fresh train() run starts from (before its first step)."""
-    model = ResNeXtLSTM(lstm_hidden=config.lstm_hidden, zero_init_residual=True)
+    model = ClipClassifier(lstm_hidden=config.lstm_hidden, zero_init_residual=True)
     initialise_batch_norm(model, as_batches(index), 1, prepare)
     return model
 
 
 def test_batch_norm_statistics_start_from_the_training_faces(learnable: ClipIndex) -> None:
-    model = ResNeXtLSTM(lstm_hidden=8, zero_init_residual=True)
+    model = ClipClassifier(lstm_hidden=8, zero_init_residual=True)
     stem = model.backbone[1]  # the BatchNorm after the first convolution
     assert isinstance(stem, torch.nn.BatchNorm2d)
     initialise_batch_norm(model, as_batches(learnable), 1, prepare)
@@ -115,6 +116,30 @@ def test_training_resumes_from_its_checkpoint(learnable: ClipIndex, tmp_path: Pa
     assert first.epochs_completed == 1
     assert resumed.epochs_completed == 2
     assert resumed.steps == 2 * first.steps  # the second epoch only, on top of the first
+
+
+def test_the_lighter_backbone_trains_from_imagenet_weights_and_says_so(
+    learnable: ClipIndex, tmp_path: Path
+) -> None:
+    torch.manual_seed(1)
+    published = mobilenet_v2(weights=None)
+    torch.save(published.state_dict(), tmp_path / "imagenet.pth")
+    config = CONFIG.__class__(
+        **{**CONFIG.__dict__, "epochs": 1, "backbone": "mobilenet_v2",
+           "backbone_weights": str(tmp_path / "imagenet.pth")},
+    )  # fmt: skip
+    train(
+        learnable, tmp_path / "m.pt", config, checkpoint_dir=tmp_path / "ckpt",
+        summary={"source": "mobilenet_v2 initialised from ImageNet weights imagenet.pth"},
+    )  # fmt: skip
+    metadata = read_metadata(tmp_path / "m.pt")
+    assert metadata.architecture == "mobilenet_v2+lstm" and metadata.backbone == "mobilenet_v2"
+    assert metadata.name == "deepscreen-mobilenet-v2-lstm"
+    assert metadata.training is not None and "ImageNet" in (metadata.training.source or "")
+    # It started from the published weights (one epoch of small steps moves them little).
+    trained = load(tmp_path / "m.pt", "cpu").module
+    first_conv = trained.state_dict()["backbone.0.0.weight"].float()
+    assert torch.allclose(first_conv, published.state_dict()["features.0.0.weight"], atol=0.05)
 
 
 def test_a_time_budget_stops_training_cleanly(learnable: ClipIndex, tmp_path: Path) -> None:
