@@ -9,9 +9,13 @@ change, so a detector learns those traces rather than particular faces.
 
 Still images become 20-frame clips by moving the (real or blended) face along
 a smooth random path of small shifts, zooms and rotations, with one JPEG
-quality per clip, so the LSTM sees plausible frame-to-frame motion. The real
-and the pseudo-fake clip of a still share the path and the compression: they
-differ only in the blend.
+quality per clip, so the LSTM sees plausible frame-to-frame motion. Each clip
+is also "filmed" at a random resolution (a quarter to all of the still's
+size), because uploads range from 146 px to 1080p: without it every training
+face is equally sharp, and a model learns "a soft face is fake" (the blend's
+source is often down-sampled), which on real uploads just means "a
+low-resolution video". The real and the pseudo-fake clip of a still share the
+path, the resolution and the compression: they differ only in the blend.
 
 Landmarks come from MediaPipe's face mesh, whose model ships in the wheel.
 """
@@ -147,12 +151,16 @@ class Motion:
 
     matrices: NDArray[np.float64]
     jpeg_quality: int
+    resolution: float = 1.0  # frame size as a fraction of the still's
 
 
 def random_motion(
     length: int, size: tuple[int, int], rng: np.random.Generator, keyframes: int = 4
 ) -> Motion:
-    """Shifts (±3 %), zooms (±5 %) and rotations (±4°) interpolated between random keyframes."""
+    """Shifts (±3 %), zooms (±5 %) and rotations (±4°) interpolated between random keyframes.
+
+    The resolution is log-uniform between a quarter and the full size.
+    """
     width, height = size
     times = np.linspace(0, length - 1, keyframes)
     shift_x = rng.uniform(-0.03, 0.03, keyframes) * width
@@ -169,15 +177,19 @@ def random_motion(
         m[0, 2] += np.interp(t, times, shift_x)
         m[1, 2] += np.interp(t, times, shift_y)
         matrices[t] = m
-    return Motion(matrices, int(rng.integers(70, 96)))
+    resolution = float(np.exp(rng.uniform(np.log(0.25), 0.0)))
+    return Motion(matrices, int(rng.integers(70, 96)), resolution)
 
 
 def animate(image: Frame, motion: Motion) -> list[Frame]:
-    """The still moved along `motion`, each frame JPEG-compressed like a video frame."""
+    """The still moved along `motion`, at its resolution, JPEG-compressed like a video frame."""
     height, width = image.shape[:2]
+    size = (max(16, round(width * motion.resolution)), max(16, round(height * motion.resolution)))
     frames = []
     for matrix in motion.matrices:
         frame = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
+        if size != (width, height):
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         ok, encoded = cv2.imencode(
             ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
             [cv2.IMWRITE_JPEG_QUALITY, motion.jpeg_quality],

@@ -80,10 +80,23 @@ def test_the_mask_is_soft_and_covers_the_face_centre(
 def test_a_still_moves_smoothly_through_twenty_frames(face: np.ndarray) -> None:
     motion = random_motion(20, (face.shape[1], face.shape[0]), np.random.default_rng(1))
     frames = animate(face, motion)
-    assert len(frames) == 20 and all(f.shape == face.shape for f in frames)
+    size = (round(face.shape[0] * motion.resolution), round(face.shape[1] * motion.resolution))
+    assert len(frames) == 20 and all(f.shape == (*size, 3) for f in frames)
     steps = np.abs(np.diff(motion.matrices[:, :, 2], axis=0)).max()
     assert steps < 0.02 * face.shape[0]  # a few pixels per frame, no jumps
     assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_clips_are_filmed_at_resolutions_from_a_quarter_to_full_size(face: np.ndarray) -> None:
+    """So sharpness alone cannot tell a pseudo-fake: low-resolution uploads are common."""
+    rng = np.random.default_rng(4)
+    resolutions = [random_motion(20, (198, 198), rng).resolution for _ in range(200)]
+    assert 0.25 <= min(resolutions) < 0.3 and 0.9 < max(resolutions) <= 1.0
+    assert 0.4 < float(np.median(resolutions)) < 0.6  # log-uniform: median ≈ 0.5
+    low = random_motion(20, (198, 198), np.random.default_rng(0))
+    low = type(low)(low.matrices, low.jpeg_quality, resolution=0.25)
+    small = animate(face, low)[0]
+    assert small.shape == (round(face.shape[0] / 4), round(face.shape[1] / 4), 3)
 
 
 def test_a_still_gives_a_real_and_a_fake_clip_through_the_scoring_pipeline() -> None:
