@@ -152,7 +152,6 @@ def train(
     """Train on `index`, checkpoint into `checkpoint_dir`, export the best epoch to `out`."""
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    on_cuda = device.type == "cuda"
     train_rows, validation_rows = split_by_group(index.groups, config.validation_share, config.seed)
     if len(train_rows) == 0:
         raise ValueError("no training clips after the validation split")
@@ -233,19 +232,11 @@ def train(
         batch_in_epoch = skip
         for clips, labels in batches.epoch(epoch, skip):
             x = normalise(clips.to(device, non_blocking=True), mean, std)
-            y = labels.to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
+            value = training_step(model, optimiser, x, labels.to(device), loss_fn)
             schedule.step()
             step += 1
             batch_in_epoch += 1
             clips_seen += len(labels)
-            value = loss.item()
             running = value if running is None else 0.9 * running + 0.1 * value
             on_progress(Progress(epoch, step, total_steps, running))
             if step % config.checkpoint_every == 0:
@@ -282,6 +273,27 @@ def train(
     )  # fmt: skip
     result.artifact_sha256 = export(final, _metadata(config, result, summary or {}), out)
     return result
+
+
+def training_step(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    clips: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: nn.Module,
+) -> float:
+    """One optimisation step on normalised clips (N, T, C, H, W); returns the batch's loss.
+
+    bf16 autocast on CUDA, fp32 elsewhere; gradients clipped to norm 1.
+    """
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=clips.is_cuda):
+        logits = model(clips)
+    loss: torch.Tensor = loss_fn(logits.float(), labels)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    return float(loss.item())
 
 
 def _validate(
