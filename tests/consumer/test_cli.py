@@ -87,3 +87,49 @@ def test_schemas_export_writes_what_is_committed(tmp_path: Path) -> None:
         committed = REPO / "schemas" / "jsonschema" / written.name
         assert written.read_text() == committed.read_text()
     assert len(list(tmp_path.glob("*.schema.json"))) == 6
+
+
+@pytest.mark.slow
+def test_model_train_on_stills_records_how_the_model_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-blended training end to end, with the light backbone from an ImageNet file."""
+    import cv2
+    import torch
+    from torchvision.models import mobilenet_v2
+
+    from detector.artifact import read_metadata, sha256_file
+    from tests.support.videos import astronaut_face
+
+    stills = tmp_path / "utkface"
+    stills.mkdir()
+    face = cv2.cvtColor(cv2.resize(astronaut_face(), (200, 200)), cv2.COLOR_RGB2BGR)
+    for number in range(4):
+        cv2.imwrite(str(stills / f"{number}_face.jpg"), face if number % 2 else face[:, ::-1])
+    weights = tmp_path / "mobilenet_v2-imagenet.pth"
+    torch.save(mobilenet_v2(weights=None).state_dict(), weights)
+    out = tmp_path / "m.pt"
+    arguments = [
+        "model", "train", "--data", str(stills), "--self-blend", "--out", str(out),
+        "--epochs", "1", "--batch-size", "4", "--train-frames", "2", "--workers", "2",
+        "--backbone", "mobilenet_v2", "--backbone-weights", str(weights), "--seed", "3",
+    ]  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["deepscreen", *arguments])  # the command line it records
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    metadata = read_metadata(out)
+    assert metadata.architecture == "mobilenet_v2+lstm" and metadata.trained
+    training = metadata.training
+    assert training is not None
+    assert training.command is not None and "--backbone mobilenet_v2" in training.command
+    assert training.seed == 3 and training.data_sha256 and training.code_version
+    assert training.source is not None and sha256_file(weights) in training.source
+    assert (tmp_path / "m.cache" / "manifest.json").exists()  # the cache sits next to --out
+
+
+def test_model_train_refuses_an_unknown_backbone(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["model", "train", "--data", str(tmp_path), "--self-blend", "--out",
+              str(tmp_path / "m.pt"), "--backbone", "vgg16"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--backbone" in result.output
