@@ -56,9 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from torch import nn
 
     from detector.artifact import resolve_device
+    from detector.distillation import LabelLoss
     from detector.model import IMAGENET_MEAN, IMAGENET_STD, ClipClassifier
     from detector.scoring import normalise
     from detector.training import training_step
@@ -86,14 +86,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 clips = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
                 x = normalise(clips.to(device), mean, std)
                 y = (torch.arange(args.batch, device=device) % 2).float()
-                loss_fn = nn.BCEWithLogitsLoss()
                 for _ in range(args.warmup):
-                    training_step(model, optimiser, x, y, loss_fn)
+                    training_step(model, optimiser, x, y, LabelLoss())
                 times: list[float] = []
                 for _ in range(args.steps):
                     sync()
                     tick = time.perf_counter()
-                    training_step(model, optimiser, x, y, loss_fn)
+                    training_step(model, optimiser, x, y, LabelLoss())
                     sync()
                     times.append(time.perf_counter() - tick)
                 median = statistics.median(times)

@@ -99,14 +99,17 @@ class ClipClassifier(nn.Module):
         self.per_frame_lstm = per_frame_lstm
 
     def frame_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """(N, T, C, H, W) → (N, T, 2048) per-frame features."""
+        """(N, T, C, H, W) → (N, T, F) per-frame features (F = 2048 for ResNeXt50)."""
         n, t, c, h, w = clips.shape
         frames = clips.reshape(n * t, c, h, w).contiguous(memory_format=torch.channels_last)
         features: torch.Tensor = self.pool(self.backbone(frames))
         return features.reshape(n, t, -1)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        features = self.frame_features(clips)
+        return self.classify(self.frame_features(clips))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, T, F) per-frame features → (N,) logits: the LSTM, the time average, the head."""
         if self.per_frame_lstm:
             n, t, f = features.shape
             sequence, _ = self.lstm(features.reshape(n * t, 1, f))

@@ -42,8 +42,16 @@ from numpy.typing import NDArray
 from torch import nn
 
 from detector.arrays import Clips
-from detector.artifact import CLIP_LENGTH, export, resolve_device
-from detector.model import BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ClipClassifier, architecture_of
+from detector.artifact import CLIP_LENGTH, export, load, resolve_device
+from detector.distillation import DistillationLoss, LabelLoss, Objective
+from detector.model import (
+    BACKBONE,
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipClassifier,
+    architecture_of,
+)
 from detector.scoring import normalise
 from detector.training_data import ClipIndex, split_by_group
 from schemas.model import ModelMetadata, Thresholds, TrainingSummary
@@ -68,6 +76,9 @@ class TrainConfig:
     backbone: str = BACKBONE
     # A torchvision ImageNet state dict for `backbone`; None trains from scratch.
     backbone_weights: str | None = None
+    # A trained deepscreen artifact to distil from (see `distillation`); None: labels only.
+    teacher: str | None = None
+    distil_weight: float = 1.0
 
 
 @dataclass
@@ -168,8 +179,24 @@ def train(
         imagenet_state=imagenet_state, zero_init_residual=imagenet_state is None,
     ).to(device)  # fmt: skip
     model = model.to(memory_format=torch.channels_last)
+    objective: Objective = LabelLoss()
+    distillation: DistillationLoss | None = None
+    if config.teacher is not None:
+        teacher = load(Path(config.teacher), str(device))
+        if teacher.metadata.input_size != config.input_size:
+            raise ValueError(
+                f"the teacher reads {teacher.metadata.input_size} px clips, "
+                f"the student {config.input_size} px"
+            )
+        distillation = DistillationLoss(
+            teacher.module, BACKBONES[config.backbone], BACKBONES[teacher.metadata.backbone],
+            config.distil_weight,
+        ).to(device)  # fmt: skip
+        objective = distillation
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        [*model.parameters(), *(distillation.adapter.parameters() if distillation else [])],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     # Warm-up then cosine decay, as a function of the step alone, so a run resumed
     # with more epochs simply stretches the rest of the curve.
@@ -182,7 +209,6 @@ def train(
         return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor)
-    loss_fn = nn.BCEWithLogitsLoss()
     mean = torch.tensor(IMAGENET_MEAN, device=device).reshape(1, 1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).reshape(1, 1, 3, 1, 1)
 
@@ -199,13 +225,21 @@ def train(
         clips_seen, best_auc, history = state["clips_seen"], state["best_auc"], state["history"]
         best_state = state["best_state"]
         torch.set_rng_state(state["torch_rng"])
-    elif imagenet_state is None:  # pretrained BatchNorm statistics are kept
-        initialise_batch_norm(
-            model,
-            batches.epoch(0),
-            config.bn_init_batches,
-            lambda c: normalise(c.to(device), mean, std),
-        )
+        if distillation is not None:
+            distillation.load_state_dict({**distillation.state_dict(), **state["objective"]})
+    else:
+        if imagenet_state is None:  # pretrained BatchNorm statistics are kept
+            initialise_batch_norm(
+                model,
+                batches.epoch(0),
+                config.bn_init_batches,
+                lambda c: normalise(c.to(device), mean, std),
+            )
+        if distillation is not None:
+            distillation.measure(
+                (normalise(c.to(device), mean, std) for c, _ in batches.epoch(0)),
+                config.bn_init_batches,
+            )
 
     def checkpoint(batch_in_epoch: int) -> None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +247,7 @@ def train(
         torch.save(
             {
                 "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                "objective": distillation.trainable_state() if distillation else {},
                 "schedule": schedule.state_dict(), "step": step, "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch, "clips_seen": clips_seen,
                 "best_auc": best_auc, "best_state": best_state, "history": history,
@@ -232,7 +267,7 @@ def train(
         batch_in_epoch = skip
         for clips, labels in batches.epoch(epoch, skip):
             x = normalise(clips.to(device, non_blocking=True), mean, std)
-            value = training_step(model, optimiser, x, labels.to(device), loss_fn)
+            value = training_step(model, optimiser, x, labels.to(device), objective)
             schedule.step()
             step += 1
             batch_in_epoch += 1
@@ -276,22 +311,22 @@ def train(
 
 
 def training_step(
-    model: nn.Module,
+    model: ClipClassifier,
     optimiser: torch.optim.Optimizer,
     clips: torch.Tensor,
     labels: torch.Tensor,
-    loss_fn: nn.Module,
+    objective: Objective,
 ) -> float:
     """One optimisation step on normalised clips (N, T, C, H, W); returns the batch's loss.
 
     bf16 autocast on CUDA, fp32 elsewhere; gradients clipped to norm 1.
     """
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=clips.is_cuda):
-        logits = model(clips)
-    loss: torch.Tensor = loss_fn(logits.float(), labels)
+        loss = objective(model, clips, labels)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
-    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    trained = [p for group in optimiser.param_groups for p in group["params"]]
+    nn.utils.clip_grad_norm_(trained, 1.0)
     optimiser.step()
     return float(loss.item())
 
