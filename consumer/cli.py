@@ -301,6 +301,17 @@ def model_train(
             help="torchvision ImageNet state dict for --backbone (default: from scratch).",
         ),
     ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A trained deepscreen model to distil from (its features and probabilities).",
+        ),
+    ] = None,
+    distil_weight: Annotated[
+        float, typer.Option(min=0, help="Weight of the teacher's terms against the labels'.")
+    ] = 1.0,
 ) -> None:
     """Train a per-frame CNN + LSTM (ResNeXt50 by default); write a TorchScript artifact."""
     import functools
@@ -372,7 +383,18 @@ def model_train(
         learning_rate=learning_rate, train_frames=train_frames, seed=seed, device=device,
         max_minutes=max_minutes, backbone=backbone,
         backbone_weights=str(backbone_weights) if backbone_weights else None,
+        teacher=str(teacher) if teacher else None, distil_weight=distil_weight,
     )  # fmt: skip
+    initialisation = (
+        f"{backbone} initialised from ImageNet weights {backbone_weights.name} "
+        f"(sha256 {sha256_file(backbone_weights)})"
+        if backbone_weights else f"{backbone} trained from scratch"
+    )  # fmt: skip
+    if teacher is not None:
+        initialisation += (
+            f", distilled from {teacher.name} (sha256 {sha256_file(teacher)}, "
+            f"weight {distil_weight})"
+        )
     with Progress(TextColumn("training epoch {task.fields[epoch]}"), BarColumn(),
                   TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]:.4f} "
                              "val AUC {task.fields[auc]}"), TimeElapsedColumn(),
@@ -406,10 +428,7 @@ def model_train(
                 "data_sha256": data_sha256,
                 "licence": "inherits the training data's terms",
                 "code_version": code_version(),
-                "source": (
-                    f"{backbone} initialised from ImageNet weights {backbone_weights.name} "
-                    f"(sha256 {sha256_file(backbone_weights)})"
-                    if backbone_weights else f"{backbone} trained from scratch"),
+                "source": initialisation,
             },
             on_progress=show,
         )  # fmt: skip

@@ -126,6 +126,24 @@ def test_model_train_on_stills_records_how_the_model_was_made(
     assert training.source is not None and sha256_file(weights) in training.source
     assert (tmp_path / "m.cache" / "manifest.json").exists()  # the cache sits next to --out
 
+    # The trained model teaches a student from scratch, on the same cached clips.
+    student = tmp_path / "student.pt"
+    arguments = [
+        "model", "train", "--data", str(stills), "--self-blend", "--out", str(student),
+        "--cache", str(tmp_path / "m.cache"), "--epochs", "1", "--batch-size", "4",
+        "--train-frames", "2", "--backbone", "mobilenet_v2", "--seed", "3",
+        "--teacher", str(out), "--distil-weight", "0.5",
+    ]  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["deepscreen", *arguments])
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    taught = read_metadata(student).training
+    assert taught is not None and taught.source is not None
+    assert (
+        "from scratch" in taught.source
+        and f"distilled from m.pt (sha256 {sha256_file(out)}" in taught.source
+    )
+
 
 def test_model_train_refuses_an_unknown_backbone(tmp_path: Path) -> None:
     result = runner.invoke(
