@@ -18,7 +18,14 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from detector.model import ARCHITECTURE, BACKBONE, IMAGENET_MEAN, IMAGENET_STD, ClipClassifier
+from detector.model import (
+    ARCHITECTURE,
+    BACKBONE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODEL_NAMES,
+    ClipClassifier,
+)
 from schemas.model import METADATA_FILE, ModelInfo, ModelMetadata, Thresholds
 
 CLIP_LENGTH = 20
@@ -47,7 +54,7 @@ def sha256_file(path: Path) -> str:
 def reference_metadata(input_size: int, lstm_hidden: int, *, trained: bool) -> ModelMetadata:
     """Metadata for a ClipClassifier with ImageNet normalisation and default thresholds."""
     return ModelMetadata(
-        name="deepscreen-resnext50-lstm" if trained else "deepscreen-reference-untrained",
+        name=MODEL_NAMES[BACKBONE] if trained else "deepscreen-reference-untrained",
         version="0.0.0" if not trained else "1.0.0",
         architecture=ARCHITECTURE,
         backbone=BACKBONE,

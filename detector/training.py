@@ -28,6 +28,7 @@ default deep random stack washed it out.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ from detector.model import (
     BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MODEL_NAMES,
     ClipClassifier,
     architecture_of,
 )
@@ -228,18 +230,16 @@ def train(
         if distillation is not None:
             distillation.load_state_dict({**distillation.state_dict(), **state["objective"]})
     else:
+        # The first batches, read once, set the starting statistics.
+        first = list(itertools.islice(batches.epoch(0), config.bn_init_batches))
+
+        def prepare(clips: torch.Tensor) -> torch.Tensor:
+            return normalise(clips.to(device), mean, std)
+
         if imagenet_state is None:  # pretrained BatchNorm statistics are kept
-            initialise_batch_norm(
-                model,
-                batches.epoch(0),
-                config.bn_init_batches,
-                lambda c: normalise(c.to(device), mean, std),
-            )
+            initialise_batch_norm(model, first, len(first), prepare)
         if distillation is not None:
-            distillation.measure(
-                (normalise(c.to(device), mean, std) for c, _ in batches.epoch(0)),
-                config.bn_init_batches,
-            )
+            distillation.measure((prepare(clips) for clips, _ in first), len(first))
 
     def checkpoint(batch_in_epoch: int) -> None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +388,7 @@ def initialise_batch_norm(
 
 def _metadata(config: TrainConfig, result: TrainResult, summary: dict[str, Any]) -> ModelMetadata:
     return ModelMetadata(
-        name=summary.get("name", f"deepscreen-{config.backbone.replace('_', '-')}-lstm"),
+        name=summary.get("name", MODEL_NAMES[config.backbone]),
         version=summary.get("version", "0.1.0"),
         architecture=architecture_of(config.backbone),
         backbone=config.backbone,
