@@ -8,8 +8,9 @@ from its landmark hull, which leaves the generic traces of face swapping
 change, so a detector learns those traces rather than particular faces.
 
 Still images become 20-frame clips by moving the (real or blended) face along
-a smooth random path of small shifts, zooms and rotations, with one JPEG
-quality per clip, so the LSTM sees plausible frame-to-frame motion. Each clip
+a smooth random path of small shifts, zooms and rotations, so the LSTM sees
+plausible frame-to-frame motion, and the clip is encoded as H.264 at a random
+rate factor and decoded again (`compression`), as uploads are. Each clip
 is also "filmed" at a random resolution (a quarter to all of the still's
 size), because uploads range from 146 px to 1080p: without it every training
 face is equally sharp, and a model learns "a soft face is fake" (the blend's
@@ -30,8 +31,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.arrays import Frame, Points, Weights
+from detector.compression import CRF_RANGE, h264_round_trip
 
 Landmarks = Points  # (468, 2) pixel coordinates (x, y)
+
+# How a still becomes a training pair; a clip cache made by another recipe is not reused.
+RECIPE = "sbi/hull-blend/smooth-motion/resolution-0.25-1/h264-crf-18-38"
 SoftMask = Weights
 
 
@@ -150,7 +155,7 @@ class Motion:
     """Per-frame affine matrices (T, 2, 3) of a smooth small camera/head movement."""
 
     matrices: NDArray[np.float64]
-    jpeg_quality: int
+    crf: int  # H.264 constant rate factor of the whole clip
     resolution: float = 1.0  # frame size as a fraction of the still's
 
 
@@ -159,7 +164,8 @@ def random_motion(
 ) -> Motion:
     """Shifts (±3 %), zooms (±5 %) and rotations (±4°) interpolated between random keyframes.
 
-    The resolution is log-uniform between a quarter and the full size.
+    The resolution is log-uniform between a quarter and the full size; the
+    H.264 rate factor uniform over `CRF_RANGE`.
     """
     width, height = size
     times = np.linspace(0, length - 1, keyframes)
@@ -178,11 +184,12 @@ def random_motion(
         m[1, 2] += np.interp(t, times, shift_y)
         matrices[t] = m
     resolution = float(np.exp(rng.uniform(np.log(0.25), 0.0)))
-    return Motion(matrices, int(rng.integers(70, 96)), resolution)
+    crf = int(rng.integers(CRF_RANGE[0], CRF_RANGE[1] + 1))
+    return Motion(matrices, crf, resolution)
 
 
 def animate(image: Frame, motion: Motion) -> list[Frame]:
-    """The still moved along `motion`, at its resolution, JPEG-compressed like a video frame."""
+    """The still moved along `motion`, at its resolution, through H.264 like an upload."""
     height, width = image.shape[:2]
     size = (max(16, round(width * motion.resolution)), max(16, round(height * motion.resolution)))
     frames = []
@@ -190,12 +197,5 @@ def animate(image: Frame, motion: Motion) -> list[Frame]:
         frame = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
         if size != (width, height):
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        ok, encoded = cv2.imencode(
-            ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_JPEG_QUALITY, motion.jpeg_quality],
-        )  # fmt: skip
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        decoded = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        frames.append(np.asarray(decoded, dtype=np.uint8))
-    return frames
+        frames.append(np.asarray(frame, dtype=np.uint8))
+    return h264_round_trip(frames, motion.crf)

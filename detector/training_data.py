@@ -33,7 +33,14 @@ from detector.config import DetectorConfig
 from detector.extraction import extract_face_clips
 from detector.faces import FaceDetector
 from detector.probe import Unreadable
-from detector.selfblend import FaceMeshLandmarker, animate, pad_face, random_motion, self_blend
+from detector.selfblend import (
+    RECIPE,
+    FaceMeshLandmarker,
+    animate,
+    pad_face,
+    random_motion,
+    self_blend,
+)
 from detector.tracking import link_window
 
 REAL, FAKE = 0, 1
@@ -261,6 +268,7 @@ def build_still_cache(
     """
     manifest: dict[str, object] = {
         "kind": "self-blend",
+        "recipe": RECIPE,
         "images": len(images),
         "data_sha256": files_sha256(images),
         "seed": seed,

@@ -94,7 +94,7 @@ def test_clips_are_filmed_at_resolutions_from_a_quarter_to_full_size(face: np.nd
     assert 0.25 <= min(resolutions) < 0.3 and 0.9 < max(resolutions) <= 1.0
     assert 0.4 < float(np.median(resolutions)) < 0.6  # log-uniform: median ≈ 0.5
     low = random_motion(20, (198, 198), np.random.default_rng(0))
-    low = type(low)(low.matrices, low.jpeg_quality, resolution=0.25)
+    low = type(low)(low.matrices, low.crf, resolution=0.25)
     small = animate(face, low)[0]
     assert small.shape == (round(face.shape[0] / 4), round(face.shape[1] / 4), 3)
 
