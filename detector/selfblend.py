@@ -18,11 +18,16 @@ source is often down-sampled), which on real uploads just means "a
 low-resolution video". The real and the pseudo-fake clip of a still share the
 path, the resolution and the compression: they differ only in the blend.
 
+A pseudo-fake is blended afresh in every frame with a small random wobble of
+the pasted face, as a face swap pastes each frame on its own
+(`self_blend_frames`), so the LSTM has a temporal trace to learn as well.
+
 Landmarks come from MediaPipe's face mesh, whose model ships in the wheel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +41,7 @@ from detector.compression import CRF_RANGE, h264_round_trip
 Landmarks = Points  # (468, 2) pixel coordinates (x, y)
 
 # How a still becomes a training pair; a clip cache made by another recipe is not reused.
-RECIPE = "sbi/hull-blend/smooth-motion/resolution-0.25-1/h264-crf-18-38"
+RECIPE = "sbi/hull-blend/per-frame-wobble/smooth-motion/resolution-0.25-1/h264-crf-18-38"
 SoftMask = Weights
 
 
@@ -142,12 +147,54 @@ def self_blend(
     image: Frame, landmarks: Landmarks, rng: np.random.Generator
 ) -> tuple[Frame, SoftMask]:
     """A pseudo-fake of `image` and the mask used: source * m + image * (1 - m)."""
+    frames, mask = self_blend_frames(image, landmarks, 1, rng, wobble=False)
+    return frames[0], mask
+
+
+def self_blend_frames(
+    image: Frame,
+    landmarks: Landmarks,
+    length: int,
+    rng: np.random.Generator,
+    *,
+    wobble: bool = True,
+) -> tuple[list[Frame], SoftMask]:
+    """`length` pseudo-fakes of `image`, one per frame, and the mask they share.
+
+    A face swap keeps one face and one colour correction through a clip, but
+    it aligns and pastes every frame on its own, so the pasted face wobbles
+    against the head and its tone flickers a little from frame to frame: a
+    trace only a model that looks across frames can see. One source and one
+    mask serve the clip; with `wobble`, each frame's source is then shifted
+    and offset by a few grey levels, independently per frame, by a per-clip
+    amount from none (a third of clips, so a still blend must be caught too)
+    up to 0.8 % of the face's size. The mask never moves, so every frame's
+    blend stays inside the face hull.
+    """
     height, width = image.shape[:2]
     mask = blend_mask(landmarks, (height, width), rng) * rng.choice([0.25, 0.5, 0.75, 1, 1, 1])
-    source = perturbed_source(image, rng)
+    source = perturbed_source(image, rng).astype(np.float32)
+    shift_sd = tone_sd = 0.0
+    if wobble and rng.random() >= 1 / 3:
+        face_size = float(np.sqrt(max(int(hull_mask(landmarks, (height, width)).sum()), 1)))
+        shift_sd = face_size * rng.uniform(0.001, 0.008)
+        tone_sd = rng.uniform(0.5, 3.0)
     weight = mask[..., None]
-    blended = source.astype(np.float32) * weight + image.astype(np.float32) * (1 - weight)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8), mask.astype(np.float32)
+    base = image.astype(np.float32) * (1 - weight)
+    frames = []
+    for _ in range(length):
+        pasted = source
+        if shift_sd > 0:
+            dx, dy = rng.normal(0.0, shift_sd, size=2)
+            pasted = np.asarray(
+                cv2.warpAffine(source, np.float64([[1, 0, dx], [0, 1, dy]]), (width, height),
+                               borderMode=cv2.BORDER_REFLECT_101),
+                dtype=np.float32,
+            )  # fmt: skip
+            pasted = pasted + rng.normal(0.0, tone_sd, size=3).astype(np.float32)
+        blended = pasted * weight + base
+        frames.append(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    return frames, mask.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -188,13 +235,18 @@ def random_motion(
     return Motion(matrices, crf, resolution)
 
 
-def animate(image: Frame, motion: Motion) -> list[Frame]:
-    """The still moved along `motion`, at its resolution, through H.264 like an upload."""
-    height, width = image.shape[:2]
+def animate(stills: Sequence[Frame], motion: Motion) -> list[Frame]:
+    """Frame t is `stills[t]` moved by `motion`'s matrix t, at its resolution, through H.264.
+
+    One still serves every frame of a real clip; a pseudo-fake has one per frame.
+    """
+    if len(stills) != len(motion.matrices):
+        raise ValueError(f"{len(stills)} stills for {len(motion.matrices)} frames of motion")
+    height, width = stills[0].shape[:2]
     size = (max(16, round(width * motion.resolution)), max(16, round(height * motion.resolution)))
     frames = []
-    for matrix in motion.matrices:
-        frame = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
+    for still, matrix in zip(stills, motion.matrices, strict=True):
+        frame = cv2.warpAffine(still, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
         if size != (width, height):
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         frames.append(np.asarray(frame, dtype=np.uint8))

@@ -39,7 +39,7 @@ from detector.selfblend import (
     animate,
     pad_face,
     random_motion,
-    self_blend,
+    self_blend_frames,
 )
 from detector.tracking import link_window
 
@@ -115,10 +115,10 @@ class StillClipMaker:
         landmarks = self._landmarker.landmarks(padded)
         if landmarks is None:
             return None
-        fake, _ = self_blend(padded, landmarks, rng)
+        fakes, _ = self_blend_frames(padded, landmarks, clip_length, rng)
         motion = random_motion(clip_length, (padded.shape[1], padded.shape[0]), rng)
-        real_clip = self._clip(animate(padded, motion))
-        fake_clip = self._clip(animate(fake, motion))
+        real_clip = self._clip(animate([padded] * clip_length, motion))
+        fake_clip = self._clip(animate(fakes, motion))
         if real_clip is None or fake_clip is None:
             return None
         return real_clip, fake_clip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import cv2
@@ -18,6 +19,7 @@ from detector.selfblend import (
     pad_face,
     random_motion,
     self_blend,
+    self_blend_frames,
 )
 from detector.training_data import StillClipMaker
 from tests.support.videos import astronaut_face
@@ -79,7 +81,7 @@ def test_the_mask_is_soft_and_covers_the_face_centre(
 
 def test_a_still_moves_smoothly_through_twenty_frames(face: np.ndarray) -> None:
     motion = random_motion(20, (face.shape[1], face.shape[0]), np.random.default_rng(1))
-    frames = animate(face, motion)
+    frames = animate([face] * 20, motion)
     size = (round(face.shape[0] * motion.resolution), round(face.shape[1] * motion.resolution))
     assert len(frames) == 20 and all(f.shape == (*size, 3) for f in frames)
     steps = np.abs(np.diff(motion.matrices[:, :, 2], axis=0)).max()
@@ -95,8 +97,57 @@ def test_clips_are_filmed_at_resolutions_from_a_quarter_to_full_size(face: np.nd
     assert 0.4 < float(np.median(resolutions)) < 0.6  # log-uniform: median ≈ 0.5
     low = random_motion(20, (198, 198), np.random.default_rng(0))
     low = type(low)(low.matrices, low.crf, resolution=0.25)
-    small = animate(face, low)[0]
+    small = animate([face] * 20, low)[0]
     assert small.shape == (round(face.shape[0] / 4), round(face.shape[1] / 4), 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_frame_of_a_pseudo_fake_clip_is_blended_inside_the_hull_only(
+    face: np.ndarray, landmarks: np.ndarray, seed: int
+) -> None:
+    frames, mask = self_blend_frames(face, landmarks, 20, np.random.default_rng(seed))
+    outside = hull_mask(landmarks, face.shape[:2]) == 0
+    assert len(frames) == 20 and mask[outside].max() == 0.0
+    for frame in frames:
+        assert frame.shape == face.shape and frame.dtype == np.uint8
+        assert np.array_equal(frame[outside], face[outside])
+
+
+def wobble_of(frames: list[np.ndarray], mask: np.ndarray) -> float:
+    """Mean frame-to-frame change inside the blend, in grey levels."""
+    inside = mask > 0.5
+    steps = [
+        np.abs(b.astype(int) - a.astype(int))[inside].mean() for a, b in itertools.pairwise(frames)
+    ]
+    return float(np.mean(steps))
+
+
+def test_the_pasted_face_wobbles_from_frame_to_frame_in_most_clips_and_only_a_little(
+    face: np.ndarray, landmarks: np.ndarray
+) -> None:
+    """As a face swap pastes each frame on its own; a third of clips hold still."""
+    wobbles = [
+        wobble_of(*self_blend_frames(face, landmarks, 6, np.random.default_rng(seed)))
+        for seed in range(60)
+    ]
+    still = [w for w in wobbles if w == 0.0]
+    moving = [w for w in wobbles if w > 0.0]
+    assert 10 <= len(still) <= 32 and len(moving) >= 28
+    assert min(moving) > 1.0 and max(moving) < 12.0  # visible to a model, not a glitch
+
+
+def test_without_wobble_every_frame_is_the_same_single_blend(
+    face: np.ndarray, landmarks: np.ndarray
+) -> None:
+    frames, _ = self_blend_frames(face, landmarks, 5, np.random.default_rng(3), wobble=False)
+    single, _ = self_blend(face, landmarks, np.random.default_rng(3))
+    assert all(np.array_equal(frame, single) for frame in frames)
+
+
+def test_animation_takes_one_still_per_frame_of_motion(face: np.ndarray) -> None:
+    motion = random_motion(20, (face.shape[1], face.shape[0]), np.random.default_rng(1))
+    with pytest.raises(ValueError, match="3 stills for 20 frames"):
+        animate([face] * 3, motion)
 
 
 def test_a_still_gives_a_real_and_a_fake_clip_through_the_scoring_pipeline() -> None:
