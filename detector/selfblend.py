@@ -187,7 +187,7 @@ def self_blend_frames(
         if shift_sd > 0:
             dx, dy = rng.normal(0.0, shift_sd, size=2)
             pasted = np.asarray(
-                cv2.warpAffine(source, np.float64([[1, 0, dx], [0, 1, dy]]), (width, height),
+                cv2.warpAffine(source, np.array([[1, 0, dx], [0, 1, dy]]), (width, height),
                                borderMode=cv2.BORDER_REFLECT_101),
                 dtype=np.float32,
             )  # fmt: skip
