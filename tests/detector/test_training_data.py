@@ -12,6 +12,7 @@ import pytest
 
 from detector.config import DetectorConfig
 from detector.faces import MediaPipeFaceDetector
+from detector.selfblend import RECIPE
 from detector.training_data import FAKE, REAL, ClipIndex, build_still_cache
 from tests.support.videos import astronaut_face
 
@@ -72,3 +73,13 @@ def test_an_existing_cache_is_reused_only_when_it_matches(
     assert cache_with(2, stills, tmp_path / "cache") == first  # nothing recomputed
     with pytest.raises(ValueError, match="different cache"):
         cache_with(1, stills[:2], tmp_path / "cache")
+
+
+def test_a_cache_made_by_another_recipe_is_not_reused(stills: list[Path], tmp_path: Path) -> None:
+    """Clips made the old way (say, JPEG instead of H.264) must not train a new model."""
+    first = cache_with(1, stills, tmp_path / "cache")
+    assert first["recipe"] == RECIPE
+    manifest = tmp_path / "cache" / "manifest.json"
+    manifest.write_text(json.dumps(first | {"recipe": "sbi/jpeg"}))
+    with pytest.raises(ValueError, match="different cache"):
+        cache_with(1, stills, tmp_path / "cache")
