@@ -39,10 +39,10 @@ from detector.arrays import Frame, Points, Weights
 from detector.compression import CRF_RANGE, h264_round_trip
 
 Landmarks = Points  # (468, 2) pixel coordinates (x, y)
+SoftMask = Weights
 
 # How a still becomes a training pair; a clip cache made by another recipe is not reused.
 RECIPE = "sbi/hull-blend/per-frame-wobble/smooth-motion/resolution-0.25-1/h264-crf-18-38"
-SoftMask = Weights
 
 
 class FaceMeshLandmarker:
