@@ -229,7 +229,7 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         if distillation is not None:
             distillation.load_state_dict({**distillation.state_dict(), **state["objective"]})
-    else:
+    elif imagenet_state is None or distillation is not None:
         # The first batches, read once, set the starting statistics.
         first = list(itertools.islice(batches.epoch(0), config.bn_init_batches))
 

@@ -40,10 +40,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 import numpy.typing as npt
 from skimage import data
+
+from detector.compression import ffmpeg_binary
 
 __all__ = [
     "astronaut_face",
@@ -262,7 +263,7 @@ def rotated_video(
         path.parent.mkdir(parents=True, exist_ok=True)
         # -display_rotation is counter-clockwise; the metadata is read back as clockwise.
         cmd = [
-            imageio_ffmpeg.get_ffmpeg_exe(),
+            ffmpeg_binary(),
             "-y",
             "-loglevel",
             "error",
