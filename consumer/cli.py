@@ -519,7 +519,15 @@ def model_calibrate(
     review_fpr: Annotated[float, typer.Option(min=0, max=1)] = 0.01,
     block_fpr: Annotated[float, typer.Option(min=0, max=1)] = 0.001,
     validation_share: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
+    thresholds_only: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the temperature; put review/block at the target rates of the video "
+            "scores of --data's real/ videos (your own uploads)."
+        ),
+    ] = False,
     device: Annotated[str, typer.Option()] = "auto",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Videos decoded at once.")] = 2,
 ) -> None:
     """Temperature scaling and review/block thresholds at target false-positive rates.
 
@@ -529,6 +537,15 @@ def model_calibrate(
 
     from detector.artifact import load
     from detector.calibration import calibrate_artifact
+
+    if not 0 < block_fpr <= review_fpr < 1:
+        raise _fail("need 0 < --block-fpr <= --review-fpr < 1")
+    if thresholds_only:
+        _calibrate_thresholds_on_real_videos(
+            model, data, out, review_fpr=review_fpr, block_fpr=block_fpr, device=device,
+            workers=workers,
+        )  # fmt: skip
+        return
     from detector.config import DetectorConfig
     from detector.faces import MediaPipeFaceDetector
     from detector.scoring import TorchScorer
@@ -563,10 +580,11 @@ def model_calibrate(
         fitted_on = f"clips of the videos in {data.name}"
     if len(set(labels)) < 2:
         raise _fail("calibration needs real and fake examples")
-    metadata = calibrate_artifact(
-        model, out, np.array(logits), np.array(labels), review_fpr=review_fpr,
-        block_fpr=block_fpr, fitted_on=f"{fitted_on} ({len(labels)} clips)",
-    )  # fmt: skip
+    with _fpr_warnings_to_stderr():
+        metadata = calibrate_artifact(
+            model, out, np.array(logits), np.array(labels), review_fpr=review_fpr,
+            block_fpr=block_fpr, fitted_on=f"{fitted_on} ({len(labels)} clips)",
+        )  # fmt: skip
     typer.echo(
         json.dumps(
             {
@@ -574,6 +592,70 @@ def model_calibrate(
                 "temperature": metadata.calibration.temperature,
                 "thresholds": metadata.thresholds.model_dump(),
                 "clips": len(labels),
+            }
+        )
+    )
+
+
+@contextlib.contextmanager
+def _fpr_warnings_to_stderr() -> Iterator[None]:
+    """Too few real samples for a target rate: one plain line each, not a Python warning."""
+    from detector.calibration import FprResolutionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FprResolutionWarning)
+        yield
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+
+
+def _calibrate_thresholds_on_real_videos(
+    model: Path, data: Path, out: Path, *, review_fpr: float, block_fpr: float, device: str,
+    workers: int,
+) -> None:  # fmt: skip
+    """`model calibrate --thresholds-only`: video scores of real uploads, as `scan` makes them."""
+    from detector.artifact import ArtifactError, load
+    from detector.batching import BatchingScorer
+    from detector.calibration import set_thresholds
+    from detector.evaluation import score_videos
+    from detector.pipeline import Detector
+    from detector.scoring import TorchScorer
+    from detector.training_data import REAL, labelled_videos
+
+    if (data / "manifest.json").exists():
+        raise _fail("--thresholds-only needs real videos (DIR/real/), not a clip cache")
+    real = [path for path, label in labelled_videos(data) if label == REAL]
+    if not real:
+        raise _fail(f"no real videos under {data}/real or {data}/original_sequences")
+    try:
+        loaded = load(model, device)
+    except (ArtifactError, RuntimeError) as error:
+        raise _fail(f"cannot use {model}: {error}") from error
+    scorer = BatchingScorer(TorchScorer(loaded))
+    detector = Detector(scorer)
+    try:
+        with _progress(len(real)) as advance:
+            scored = score_videos(detector, data, workers=workers, labels={REAL},
+                                  on_done=lambda _: advance())  # fmt: skip
+    finally:
+        scorer.close()
+        detector.close()
+    scores = [video.score for video in scored if video.score is not None]
+    if not scores:
+        raise _fail(f"none of the {len(real)} real videos had a face to score")
+    with _fpr_warnings_to_stderr():
+        metadata = set_thresholds(
+            model, out, scores, review_fpr=review_fpr, block_fpr=block_fpr,
+            fitted_on=f"video scores of the real videos in {data.name} ({len(scores)} scored)",
+        )  # fmt: skip
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(out),
+                "temperature": metadata.calibration.temperature,
+                "thresholds": metadata.thresholds.model_dump(),
+                "videos": len(scores),
+                "not_scored": len(scored) - len(scores),
             }
         )
     )

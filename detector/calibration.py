@@ -10,7 +10,8 @@ The review/block thresholds are then chosen from the calibrated scores of real
 videos so that flagging at them keeps the false-positive rate (real uploads
 sent to moderators, or blocked) at a target on that data. Both results are
 written into the artifact's `deepscreen.json`, next to the unchanged weights,
-so a model cannot ship with thresholds fitted for another.
+so a model cannot ship with thresholds fitted for another. `set_thresholds`
+moves only the thresholds, to target rates on an operator's own real videos.
 
 Finite samples: with n real samples the FPRs that can be measured are 0, 1/n,
 2/n, ...; a target below 1/n cannot be resolved (the threshold lands just above
@@ -161,37 +162,90 @@ def calibrate_artifact(
     code) with the new `deepscreen.json`; `out_path` may be `model_path`
     (written to a temporary file, then moved over it).
     """
-    if not 0.0 < block_fpr <= review_fpr < 1.0:
-        raise ValueError("need 0 < block_fpr <= review_fpr < 1: blocking is the stricter action")
+    _check_targets(review_fpr, block_fpr)
     metadata = read_metadata(model_path)  # refuses a file that is not a deepscreen model
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     temperature = fit_temperature(z, y)
     real = _pipeline_scores(z, temperature)[y == 0]
+    calibration = {
+        "method": "temperature",
+        "temperature": temperature,
+        "fitted_on": fitted_on,
+        "target_fpr": {"review": review_fpr, "block": block_fpr},
+    }
+    thresholds = _thresholds_for(real, review_fpr, block_fpr)
+    return _save(model_path, out_path, metadata, thresholds, calibration)
 
+
+def set_thresholds(
+    model_path: Path,
+    out_path: Path,
+    real_video_scores: ArrayLike,
+    *,
+    review_fpr: float = 0.01,
+    block_fpr: float = 0.001,
+    fitted_on: str,
+) -> ModelMetadata:
+    """Keep the model's temperature; put review/block at target FPRs of real *video* scores.
+
+    For operators whose own real uploads are the only data they have in
+    quantity: pseudo-fake calibration bounds the FPR on the training domain,
+    which need not carry over to a platform's videos (MODEL_CARD.md measures
+    that), while fakes are too rare to fit a temperature on. The scores are the
+    pipeline's video scores (the highest track's mean clip score, already
+    calibrated and rounded), so the FPR holds for the unit the review and block
+    decisions are made on. `fitted_on` says where the thresholds came from; the
+    temperature's own provenance is kept beside it.
+    """
+    _check_targets(review_fpr, block_fpr)
+    metadata = read_metadata(model_path)
+    scores = np.asarray(real_video_scores, dtype=np.float64)
+    if scores.ndim != 1 or not ((scores >= 0.0) & (scores <= 1.0)).all():
+        raise ValueError("real video scores must be a 1-D array of probabilities in [0, 1]")
+    previous = metadata.calibration
+    origin = f"temperature: {previous.fitted_on or 'as trained'}"
+    calibration = previous.model_dump() | {
+        "fitted_on": f"thresholds: {fitted_on}; {origin}"[:512],
+        "target_fpr": {"review": review_fpr, "block": block_fpr},
+    }
+    thresholds = _thresholds_for(scores, review_fpr, block_fpr)
+    return _save(model_path, out_path, metadata, thresholds, calibration)
+
+
+def _check_targets(review_fpr: float, block_fpr: float) -> None:
+    if not 0.0 < block_fpr <= review_fpr < 1.0:
+        raise ValueError("need 0 < block_fpr <= review_fpr < 1: blocking is the stricter action")
+
+
+def _thresholds_for(
+    real_scores: npt.NDArray[np.float64], review_fpr: float, block_fpr: float
+) -> dict[str, float]:
+    """`threshold_for_fpr` per action on the pipeline's score grid; block never below review."""
     thresholds: dict[str, float] = {}
     for action, target in (("review", review_fpr), ("block", block_fpr)):
-        t = threshold_for_fpr(real, target, resolution=SCORE_RESOLUTION)
+        t = threshold_for_fpr(real_scores, target, resolution=SCORE_RESOLUTION)
         if t > 1.0:  # real scores of 1.0 leave no probability above them
             warnings.warn(
                 f"{action}: real samples score 1.0; no threshold keeps the FPR at {target:g}",
                 FprResolutionWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         thresholds[action] = min(t, 1.0)
     thresholds["block"] = max(thresholds["block"], thresholds["review"])
+    return thresholds
 
+
+def _save(
+    model_path: Path,
+    out_path: Path,
+    metadata: ModelMetadata,
+    thresholds: dict[str, float],
+    calibration: dict[str, Any],
+) -> ModelMetadata:
+    """The TorchScript module unchanged, with the new thresholds and calibration in its metadata."""
     updated = ModelMetadata.model_validate(
-        metadata.model_dump()
-        | {
-            "thresholds": thresholds,
-            "calibration": {
-                "method": "temperature",
-                "temperature": temperature,
-                "fitted_on": fitted_on,
-                "target_fpr": {"review": review_fpr, "block": block_fpr},
-            },
-        }
+        metadata.model_dump() | {"thresholds": thresholds, "calibration": calibration}
     )
     module = torch.jit.load(str(model_path), map_location="cpu")  # type: ignore[no-untyped-call]
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ real; a score at or above the threshold is a positive (flagged) prediction.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -342,9 +342,12 @@ def score_videos(
     root: Path,
     *,
     workers: int = 1,
+    labels: Collection[int] | None = None,
     on_done: Callable[[ScoredVideo], None] = lambda video: None,
 ) -> list[ScoredVideo]:
     """Screen every labelled video under `root` (see `training_data.labelled_videos`).
+
+    With `labels`, only the videos of those labels (real only, for thresholds).
 
     Each video's id is its path relative to `root`, so reports name files the
     way the data set does. With `workers` > 1, videos are decoded concurrently
@@ -367,4 +370,5 @@ def score_videos(
         return scored
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate") as pool:
-        return list(pool.map(one, labelled_videos(root)))
+        videos = [v for v in labelled_videos(root) if labels is None or v[1] in labels]
+        return list(pool.map(one, videos))

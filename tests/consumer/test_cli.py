@@ -145,6 +145,56 @@ def test_model_train_on_stills_records_how_the_model_was_made(
     )
 
 
+def test_model_calibrate_thresholds_only_sets_review_and_block_from_real_video_scores(
+    reference_model: Path, synthetic: SyntheticVideos, tmp_path: Path
+) -> None:
+    """An operator's own real uploads fix the rates; the fakes beside them are not read."""
+    from detector.artifact import read_metadata
+
+    uploads = tmp_path / "uploads"
+    (uploads / "real").mkdir(parents=True)
+    (uploads / "fake").mkdir()
+    for video in (synthetic.moving_face, synthetic.no_face):
+        (uploads / "real" / video.name).symlink_to(video)
+    (uploads / "fake" / "broken.mp4").symlink_to(synthetic.not_a_video)
+    out = tmp_path / "platform.pt"
+
+    result = runner.invoke(app, ["model", "calibrate", "--model", str(reference_model), "--data",
+                                 str(uploads), "--out", str(out), "--thresholds-only"])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["videos"], summary["not_scored"]) == (1, 1)  # no_face has nothing to score
+    scanned = runner.invoke(
+        app, ["scan", "--model", str(reference_model), "--json", str(synthetic.moving_face)]
+    )
+    highest = ScreeningVerdict.model_validate_json(scanned.stdout).score
+    assert highest is not None
+    # one video cannot resolve 1 % or 0.1 %: both thresholds sit just above its score
+    metadata = read_metadata(out)
+    assert metadata.thresholds.review == metadata.thresholds.block == round(highest + 1e-4, 4)
+    assert summary["thresholds"] == metadata.thresholds.model_dump()
+    assert metadata.calibration.fitted_on == (
+        "thresholds: video scores of the real videos in uploads (1 scored); temperature: as trained"
+    )
+    assert "warning:" in result.stderr and "cannot resolve" in result.stderr
+
+
+def test_model_calibrate_thresholds_only_needs_real_videos(
+    reference_model: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "fake").mkdir()
+    result = runner.invoke(app, ["model", "calibrate", "--model", str(reference_model), "--data",
+                                 str(tmp_path), "--out", str(tmp_path / "x.pt"),
+                                 "--thresholds-only"])  # fmt: skip
+    assert result.exit_code == 2 and "no real videos" in result.output
+    (tmp_path / "manifest.json").write_text("{}")
+    result = runner.invoke(app, ["model", "calibrate", "--model", str(reference_model), "--data",
+                                 str(tmp_path), "--out", str(tmp_path / "x.pt"),
+                                 "--thresholds-only"])  # fmt: skip
+    assert result.exit_code == 2 and "not a clip cache" in result.output
+
+
 def test_model_train_refuses_an_unknown_backbone(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["model", "train", "--data", str(tmp_path), "--self-blend", "--out",

@@ -21,6 +21,7 @@ from detector.calibration import (
     calibrate_artifact,
     fit_temperature,
     fpr_resolvable,
+    set_thresholds,
     threshold_for_fpr,
 )
 from detector.scoring import TorchScorer
@@ -224,3 +225,54 @@ def test_block_must_be_the_stricter_target(tiny_model: Path, tmp_path: Path) -> 
             block_fpr=0.01,
             fitted_on="x",
         )
+
+
+# --------------------------------------------------------------------------- thresholds only
+
+
+def test_thresholds_from_real_videos_keep_the_temperature_and_hit_their_targets(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    z, labels = synthetic_logits(5_000, 2.0, seed=8)
+    calibrated = tmp_path / "calibrated.pt"
+    before = calibrate_artifact(tiny_model, calibrated, z, labels, fitted_on="pseudo-fakes")
+    # an operator's real uploads score higher than the training domain's reals
+    videos = np.round(np.random.default_rng(9).beta(2.0, 5.0, 4_000), 4)
+    out = tmp_path / "platform.pt"
+
+    metadata = set_thresholds(
+        calibrated, out, videos, review_fpr=0.02, block_fpr=0.005,
+        fitted_on="video scores of 4000 real videos in uploads",
+    )  # fmt: skip
+
+    assert read_metadata(out) == metadata
+    assert metadata.calibration.temperature == before.calibration.temperature
+    assert metadata.calibration.method == "temperature"
+    assert metadata.calibration.fitted_on == (
+        "thresholds: video scores of 4000 real videos in uploads; temperature: pseudo-fakes"
+    )
+    assert metadata.calibration.target_fpr == {"review": 0.02, "block": 0.005}
+    assert 0.019 <= flagged(videos, metadata.thresholds.review) <= 0.02
+    assert 0.004 <= flagged(videos, metadata.thresholds.block) <= 0.005
+    assert metadata.thresholds.review != before.thresholds.review
+    after = torch.jit.load(str(out))
+    assert torch.equal(after(fixed_input()), torch.jit.load(str(calibrated))(fixed_input()))
+
+
+def test_thresholds_only_refuse_what_is_not_a_probability(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="probabilities"):
+        set_thresholds(tiny_model, tmp_path / "x.pt", [0.2, 1.3], fitted_on="x")
+    with pytest.raises(ValueError, match="block_fpr <= review_fpr"):
+        set_thresholds(tiny_model, tmp_path / "x.pt", [0.2], review_fpr=0.001, block_fpr=0.01,
+                       fitted_on="x")  # fmt: skip
+
+
+def test_too_few_real_videos_for_the_block_rate_are_reported(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    with pytest.warns(FprResolutionWarning, match="cannot resolve"):
+        metadata = set_thresholds(tiny_model, tmp_path / "x.pt", [0.1] * 99 + [0.9],
+                                  fitted_on="100 videos")  # fmt: skip
+    # review: 1 of 100 may be flagged, the 0.9; block: none may, so just above the highest
+    assert metadata.thresholds.review == pytest.approx(0.1001)
+    assert metadata.thresholds.block == pytest.approx(0.9001)
