@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from schemas.model import ModelMetadata
     from schemas.verdict import ScreeningVerdict
 
 # MediaPipe's C++ logs and TorchScript's deprecation notice are noise to a user.
@@ -585,16 +586,7 @@ def model_calibrate(
             model, out, np.array(logits), np.array(labels), review_fpr=review_fpr,
             block_fpr=block_fpr, fitted_on=f"{fitted_on} ({len(labels)} clips)",
         )  # fmt: skip
-    typer.echo(
-        json.dumps(
-            {
-                "out": str(out),
-                "temperature": metadata.calibration.temperature,
-                "thresholds": metadata.thresholds.model_dump(),
-                "clips": len(labels),
-            }
-        )
-    )
+    _echo_calibration(out, metadata, clips=len(labels))
 
 
 @contextlib.contextmanager
@@ -648,17 +640,16 @@ def _calibrate_thresholds_on_real_videos(
             model, out, scores, review_fpr=review_fpr, block_fpr=block_fpr,
             fitted_on=f"video scores of the real videos in {data.name} ({len(scores)} scored)",
         )  # fmt: skip
-    typer.echo(
-        json.dumps(
-            {
-                "out": str(out),
-                "temperature": metadata.calibration.temperature,
-                "thresholds": metadata.thresholds.model_dump(),
-                "videos": len(scores),
-                "not_scored": len(scored) - len(scores),
-            }
-        )
-    )
+    _echo_calibration(out, metadata, videos=len(scores), not_scored=len(scored) - len(scores))
+
+
+def _echo_calibration(out: Path, metadata: ModelMetadata, **counts: int) -> None:
+    calibration = {
+        "out": str(out),
+        "temperature": metadata.calibration.temperature,
+        "thresholds": metadata.thresholds.model_dump(),
+    }
+    typer.echo(json.dumps(calibration | counts))
 
 
 @model_app.command("import-checkpoint")
