@@ -534,11 +534,6 @@ def model_calibrate(
 
     Never calibrate on the data you evaluate on.
     """
-    import numpy as np
-
-    from detector.artifact import load
-    from detector.calibration import calibrate_artifact
-
     if not 0 < block_fpr <= review_fpr < 1:
         raise _fail("need 0 < --block-fpr <= --review-fpr < 1")
     if thresholds_only:
@@ -547,6 +542,11 @@ def model_calibrate(
             workers=workers,
         )  # fmt: skip
         return
+
+    import numpy as np
+
+    from detector.artifact import load
+    from detector.calibration import calibrate_artifact
     from detector.config import DetectorConfig
     from detector.faces import MediaPipeFaceDetector
     from detector.scoring import TorchScorer

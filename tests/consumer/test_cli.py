@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,11 @@ def test_scan_expands_a_directory_to_its_videos(
         ["scan", "--model", "README.md", "README.md"],
         ["scan", "--batch-size", "0", "README.md"],
         ["model", "init", "--out", "x.pt", "--input-size", "100"],
+        # blocking must be the stricter action
+        shlex.split(
+            "model calibrate --model README.md --data tests --out x.pt "
+            "--review-fpr 0.001 --block-fpr 0.01"
+        ),
     ],
 )
 def test_usage_errors_exit_two(arguments: list[str]) -> None:
