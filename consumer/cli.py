@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from detector.artifact import LoadedModel
+    from detector.evaluation import ScoredVideo
     from schemas.model import ModelMetadata
     from schemas.verdict import ScreeningVerdict
 
@@ -461,30 +463,13 @@ def model_evaluate(
     workers: Annotated[int, typer.Option(min=1, max=64)] = 2,
 ) -> None:
     """Score every video through the `scan` pipeline; write AUC (+CI), accuracy, F1, EER."""
-    from detector.artifact import ArtifactError, load
-    from detector.batching import BatchingScorer
     from detector.config import PACKAGED_MODEL
-    from detector.evaluation import evaluation_report, plot_roc, score_videos
-    from detector.pipeline import Detector
-    from detector.scoring import TorchScorer
-    from detector.training_data import labelled_videos
+    from detector.evaluation import evaluation_report, plot_roc
 
-    model_path = model or PACKAGED_MODEL
-    try:
-        loaded = load(model_path, device)
-    except (ArtifactError, RuntimeError, FileNotFoundError) as error:
-        raise _fail(f"cannot use {model_path}: {error}") from error
-    videos = labelled_videos(data)
-    if not videos:
-        raise _fail(f"no videos under {data}/real or {data}/fake")
-    scorer = BatchingScorer(TorchScorer(loaded))
-    detector = Detector(scorer)
-    try:
-        with _progress(len(videos)) as advance:
-            scored = score_videos(detector, data, workers=workers, on_done=lambda _: advance())
-    finally:
-        scorer.close()
-        detector.close()
+    loaded, scored = _screen_labelled_videos(
+        model or PACKAGED_MODEL, data, device=device, workers=workers,
+        none_found=f"no videos under {data}/real or {data}/fake",
+    )  # fmt: skip
     document = evaluation_report(
         scored,
         loaded.metadata.thresholds.review,
@@ -503,6 +488,37 @@ def model_evaluate(
     summary = {k: document.get(k) for k in ("n", "n_scored", "auc", "auc_ci95", "accuracy",
                                             "f1", "eer", "threshold")}  # fmt: skip
     typer.echo(json.dumps(summary))
+
+
+def _screen_labelled_videos(
+    model: Path, data: Path, *, device: str, workers: int, none_found: str,
+    labels: set[int] | None = None,
+) -> tuple[LoadedModel, list[ScoredVideo]]:  # fmt: skip
+    """The labelled videos under `data` (only `labels`, if given) through the `scan` pipeline."""
+    from detector.artifact import ArtifactError, load
+    from detector.batching import BatchingScorer
+    from detector.evaluation import score_videos
+    from detector.pipeline import Detector
+    from detector.scoring import TorchScorer
+    from detector.training_data import labelled_videos
+
+    try:
+        loaded = load(model, device)
+    except (ArtifactError, RuntimeError, FileNotFoundError) as error:
+        raise _fail(f"cannot use {model}: {error}") from error
+    videos = [video for video in labelled_videos(data) if labels is None or video[1] in labels]
+    if not videos:
+        raise _fail(none_found)
+    scorer = BatchingScorer(TorchScorer(loaded))
+    detector = Detector(scorer)
+    try:
+        with _progress(len(videos)) as advance:
+            scored = score_videos(detector, data, workers=workers, labels=labels,
+                                  on_done=lambda _: advance())  # fmt: skip
+    finally:
+        scorer.close()
+        detector.close()
+    return loaded, scored
 
 
 @model_app.command("calibrate")
@@ -606,35 +622,18 @@ def _calibrate_thresholds_on_real_videos(
     workers: int,
 ) -> None:  # fmt: skip
     """`model calibrate --thresholds-only`: video scores of real uploads, as `scan` makes them."""
-    from detector.artifact import ArtifactError, load
-    from detector.batching import BatchingScorer
     from detector.calibration import set_thresholds
-    from detector.evaluation import score_videos
-    from detector.pipeline import Detector
-    from detector.scoring import TorchScorer
-    from detector.training_data import REAL, labelled_videos
+    from detector.training_data import REAL
 
     if (data / "manifest.json").exists():
         raise _fail("--thresholds-only needs real videos (DIR/real/), not a clip cache")
-    real = [path for path, label in labelled_videos(data) if label == REAL]
-    if not real:
-        raise _fail(f"no real videos under {data}/real or {data}/original_sequences")
-    try:
-        loaded = load(model, device)
-    except (ArtifactError, RuntimeError) as error:
-        raise _fail(f"cannot use {model}: {error}") from error
-    scorer = BatchingScorer(TorchScorer(loaded))
-    detector = Detector(scorer)
-    try:
-        with _progress(len(real)) as advance:
-            scored = score_videos(detector, data, workers=workers, labels={REAL},
-                                  on_done=lambda _: advance())  # fmt: skip
-    finally:
-        scorer.close()
-        detector.close()
+    _, scored = _screen_labelled_videos(
+        model, data, device=device, workers=workers, labels={REAL},
+        none_found=f"no real videos under {data}/real or {data}/original_sequences",
+    )  # fmt: skip
     scores = [video.score for video in scored if video.score is not None]
     if not scores:
-        raise _fail(f"none of the {len(real)} real videos had a face to score")
+        raise _fail(f"none of the {len(scored)} real videos had a face to score")
     with _fpr_warnings_to_stderr():
         metadata = set_thresholds(
             model, out, scores, review_fpr=review_fpr, block_fpr=block_fpr,

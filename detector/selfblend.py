@@ -181,19 +181,21 @@ def self_blend_frames(
         tone_sd = rng.uniform(0.5, 3.0)
     weight = mask[..., None]
     base = image.astype(np.float32) * (1 - weight)
+
+    def paste(face: NDArray[np.float32]) -> Frame:
+        return np.asarray(np.clip(np.rint(face * weight + base), 0, 255), dtype=np.uint8)
+
+    if shift_sd == 0:  # a still blend: one frame, shown `length` times (as a real clip's still)
+        return [paste(source)] * length, mask.astype(np.float32)
     frames = []
     for _ in range(length):
-        pasted = source
-        if shift_sd > 0:
-            dx, dy = rng.normal(0.0, shift_sd, size=2)
-            pasted = np.asarray(
-                cv2.warpAffine(source, np.array([[1, 0, dx], [0, 1, dy]]), (width, height),
-                               borderMode=cv2.BORDER_REFLECT_101),
-                dtype=np.float32,
-            )  # fmt: skip
-            pasted = pasted + rng.normal(0.0, tone_sd, size=3).astype(np.float32)
-        blended = pasted * weight + base
-        frames.append(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+        dx, dy = rng.normal(0.0, shift_sd, size=2)
+        shifted = np.asarray(
+            cv2.warpAffine(source, np.array([[1, 0, dx], [0, 1, dy]]), (width, height),
+                           borderMode=cv2.BORDER_REFLECT_101),
+            dtype=np.float32,
+        )  # fmt: skip
+        frames.append(paste(shifted + rng.normal(0.0, tone_sd, size=3).astype(np.float32)))
     return frames, mask.astype(np.float32)
 
 
