@@ -108,7 +108,8 @@ def grid(args: argparse.Namespace, on_cuda: bool) -> tuple[dict[str, Any], list[
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from detector.artifact import init_reference, load, read_metadata, resolve_device
+    from detector.artifact import load, read_metadata, resolve_device
+    from detector.training.export import init_reference
     from detector.scoring import TorchScorer
 
     device = resolve_device(args.device)

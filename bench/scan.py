@@ -107,7 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from detector.artifact import init_reference, load
+    from detector.artifact import load
+    from detector.training.export import init_reference
     from detector.batching import BatchingScorer
     from detector.config import DetectorConfig
     from detector.pipeline import Detector, Screening

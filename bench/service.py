@@ -524,7 +524,7 @@ def write_reference_model(path: Path) -> None:
     processes it starts do not begin life with its RSS."""
     code = (
         "import sys; from pathlib import Path; from bench._common import quiet; quiet();"
-        " from detector.artifact import init_reference;"
+        " from detector.training.export import init_reference;"
         " init_reference(Path(sys.argv[1]), input_size=112)"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO_ROOT, check=True)

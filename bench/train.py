@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from detector.artifact import resolve_device
-    from detector.distillation import LabelLoss
-    from detector.model import IMAGENET_MEAN, IMAGENET_STD, ClipClassifier
+    from detector.training.distillation import LabelLoss
+    from detector.architecture import IMAGENET_MEAN, IMAGENET_STD
+    from detector.training.model import ClipClassifier
     from detector.scoring import normalise
-    from detector.training import training_step
+    from detector.training.trainer import training_step
 
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"

@@ -36,18 +36,7 @@ class App:
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
-    media = settings.media
-    return FetchPolicy(
-        file_roots=tuple(media.file_roots),
-        allowed_hosts=tuple(media.allowed_hosts),
-        allow_private_addresses=media.allow_private_addresses,
-        max_bytes=media.max_bytes,
-        connect_timeout_s=media.connect_timeout_s,
-        read_timeout_s=media.read_timeout_s,
-        total_timeout_s=media.total_timeout_s,
-        max_redirects=media.max_redirects,
-        temp_dir=media.temp_dir,
-    )
+    return settings.media.fetch_policy()
 
 
 def build_cache(settings: Settings, metrics: Metrics) -> VerdictCache:

@@ -24,6 +24,10 @@ from consumer.settings import KafkaSettings
 Headers = list[tuple[str, bytes]]
 log = structlog.get_logger("deepscreen")
 
+# How long closing the producer may take to send what it still holds; by then every
+# outcome has been acknowledged (`send` waits) or handed back, so little is left.
+PRODUCER_CLOSE_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class Message:
@@ -209,17 +213,17 @@ def _log_commit_failure(offsets: object, response: object) -> None:
 class KafkaEventSink:
     """An idempotent producer with `acks=all`; `send` returns once the broker has the event."""
 
-    def __init__(self, settings: KafkaSettings, ack_timeout_s: float = 30.0) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self._producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
             client_id=f"{settings.client_id}-producer",
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
-            retries=5,
+            linger_ms=settings.producer_linger_ms,
+            retries=settings.producer_retries,
             **security_options(settings),
         )
-        self._ack_timeout_s = ack_timeout_s
+        self._ack_timeout_s = settings.producer_ack_timeout_s
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         future = self._producer.send(topic, key=key, value=value, headers=headers)
@@ -229,7 +233,7 @@ class KafkaEventSink:
         self._producer.flush(timeout=timeout_s)
 
     def close(self) -> None:
-        self._producer.close(timeout=10)
+        self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
 
 
 class InMemoryUploadSource:

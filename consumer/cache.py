@@ -21,7 +21,7 @@ import redis
 import structlog
 
 from consumer.metrics import Metrics
-from schemas.verdict import ScreeningVerdict
+from schemas.verdict import VERDICT_SCHEMA_VERSION, ScreeningVerdict
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +34,7 @@ return 0
 class CacheKey(NamedTuple):
     model_sha256: str
     content_sha256: str
+    schema_version: int = VERDICT_SCHEMA_VERSION
 
 
 class VerdictCache(Protocol):
@@ -55,7 +56,7 @@ class VerdictCache(Protocol):
 class InMemoryVerdictCache:
     """`VerdictCache` in a dict: the twin for unit tests and the no-Redis default."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_entries: int = 10_000, verdict_ttl_s: float = 1, claim_ttl_s: float = 1, metrics: Metrics | None = None, timer: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._verdicts: dict[CacheKey, str] = {}
         self._claims: dict[CacheKey, str] = {}
@@ -68,6 +69,10 @@ class InMemoryVerdictCache:
     def put(self, key: CacheKey, verdict: ScreeningVerdict) -> None:
         with self._lock:
             self._verdicts[key] = verdict.model_dump_json()
+
+    def put_raw(self, key: CacheKey, raw: bytes) -> None:
+        with self._lock:
+            self._verdicts[key] = raw  # type: ignore
 
     def claim(self, key: CacheKey, owner: str) -> bool:
         with self._lock:

@@ -30,13 +30,12 @@ from consumer.settings import (
     RedisSettings,
     Settings,
 )
-from detector.artifact import init_reference
 from detector.config import PACKAGED_MODEL
+from detector.media_files import video_files
 from schemas.cloudevents import DeepfakeFlag, VerdictEvent
 from schemas.dead_letter import DeadLetter
 
 UPLOADS, FLAGS, VERDICTS, DLQ = "media.uploads", "moderation.flags", "screening.verdicts", "dlq"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
 
 def local_redis_url(url: str = "redis://127.0.0.1:6379/0") -> str:
@@ -53,9 +52,8 @@ def local_redis_url(url: str = "redis://127.0.0.1:6379/0") -> str:
 def sample_videos(directory: Path, limit: int) -> list[Path]:
     """Up to `limit` videos, alternating between sub-folders (e.g. real/ and fake/)."""
     groups: dict[Path, list[Path]] = {}
-    for path in sorted(directory.rglob("*")):
-        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-            groups.setdefault(path.parent, []).append(path)
+    for path in video_files(directory):
+        groups.setdefault(path.parent, []).append(path)
     chosen: list[Path] = []
     while len(chosen) < limit and any(groups.values()):
         for files in groups.values():
@@ -72,6 +70,8 @@ def run_demo(
         scratch = Path(scratch_dir)
         model_path = model or (PACKAGED_MODEL if PACKAGED_MODEL.is_file() else None)
         if model_path is None:
+            from detector.training.export import init_reference
+
             model_path = scratch / "reference.pt"
             init_reference(model_path)
             echo("note: no trained model is packaged yet; using an UNTRAINED reference model")

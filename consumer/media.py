@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, overload
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
+from detector.config import MediaLimits
+
 __all__ = [
     "FetchError",
     "FetchPolicy",
@@ -43,7 +45,6 @@ __all__ = [
     "is_public_address",
 ]
 
-GIB = 1024**3
 _CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -86,13 +87,17 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """What a fetch may touch; the defaults refuse every source until one is configured."""
+    """What a fetch may touch; the defaults refuse every source until one is configured.
+
+    These defaults are the fetch's only ones: `MediaSettings` takes its defaults from
+    them, and the byte limit is the detector's (`MediaLimits.max_bytes`).
+    """
 
     file_roots: tuple[Path, ...] = ()
     # Exact hostnames, or `*.example.com` for any name below example.com (not itself).
     allowed_hosts: tuple[str, ...] = ()
     allow_private_addresses: bool = False
-    max_bytes: int = 2 * GIB
+    max_bytes: int = MediaLimits.max_bytes
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     total_timeout_s: float = 300.0

@@ -33,6 +33,11 @@ class Metrics:
             "deepscreen_cache_errors", "Redis operations that failed or timed out", registry=r
         )
         self.cache_up = Gauge("deepscreen_cache_up", "1 while Redis answers", registry=r)
+        self.cache_corrupt = Counter(
+            "deepscreen_cache_corrupt_entries",
+            "Cached verdicts that no longer parse: treated as misses and replaced",
+            registry=r,
+        )
         self.processing = Histogram(
             "deepscreen_processing_seconds",
             "Time from taking an upload to publishing its outcome",

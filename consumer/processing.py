@@ -188,7 +188,7 @@ class UploadProcessor:
         """Another replica is screening these bytes: take its verdict when it lands."""
         deadline = time.monotonic() + self._settings.redis.claim_wait_s
         while time.monotonic() < deadline:
-            if self._stopping.wait(0.25):
+            if self._stopping.wait(self._settings.redis.claim_poll_s):
                 raise HandedBack
             hit = self._cache.get(key)
             if hit is not None:
@@ -256,7 +256,8 @@ class UploadProcessor:
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
     ) -> None:
         """Publish, retrying until the broker takes it; hand back if the service stops first."""
-        delay = 0.5
+        kafka = self._settings.kafka
+        delay = kafka.publish_backoff_initial_s
         while True:
             try:
                 self._sink.send(topic, key, value, headers or [])
@@ -265,7 +266,7 @@ class UploadProcessor:
                 log.error("publish_failed", topic=topic, error=f"{type(error).__name__}: {error}")
                 if self._stopping.wait(delay):
                     raise HandedBack from error
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, kafka.publish_backoff_max_s)
 
 
 class _DeadLettered(Exception):

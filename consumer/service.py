@@ -167,7 +167,7 @@ class Service:
         if not positions:
             return
         try:
-            self._sink.flush(timeout_s=30)
+            self._sink.flush(timeout_s=self.settings.kafka.flush_timeout_s)
             self._source.commit(positions)
         except Exception as error:  # the next cycle retries; nothing is lost, maybe redone
             log.warning("commit_failed", error=f"{type(error).__name__}: {error}")

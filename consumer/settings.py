@@ -6,6 +6,12 @@ a mounted secrets directory (`DEEPSCREEN_SECRETS_DIR`, default
 `/run/secrets/deepscreen`; one file per setting, named like the variable, e.g.
 `DEEPSCREEN_KAFKA__SASL_PASSWORD`). These names are part of the product's
 interface: the Helm chart and the README use them.
+
+A default the settings share with the code they configure is written once,
+there: the detector's limits, sampling and face defaults in `detector.config`,
+the fetch's in `consumer.media.FetchPolicy`. The fields here take their defaults
+from those, and `DetectorSettings.detector_config()` and
+`MediaSettings.fetch_policy()` build those objects back from the settings.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from consumer.media import FetchPolicy
 from detector.config import (
     PACKAGED_MODEL,
     DetectorConfig,
@@ -31,7 +38,6 @@ from detector.config import (
 )
 
 DEFAULT_SECRETS_DIR = Path("/run/secrets/deepscreen")
-GiB = 1024**3
 
 
 class _Section(BaseModel):
@@ -63,6 +69,16 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_in_flight: int = Field(default=8, ge=1, le=1024, description="videos screened at once")
     commit_interval_s: float = Field(default=1.0, gt=0)
+    # The producer: how long a send waits for the broker's acknowledgement, how long
+    # it waits to batch, and how often the client itself retries a failed request.
+    producer_ack_timeout_s: float = Field(default=30.0, gt=0)
+    producer_linger_ms: int = Field(default=5, ge=0)
+    producer_retries: int = Field(default=5, ge=0)
+    # An outcome the producer failed to publish is sent again after this backoff,
+    # doubling up to the max, until the broker takes it or the service stops.
+    publish_backoff_initial_s: float = Field(default=0.5, gt=0)
+    publish_backoff_max_s: float = Field(default=30.0, gt=0)
+    flush_timeout_s: float = Field(default=30.0, gt=0, description="producer flush before a commit")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -80,23 +96,63 @@ class RedisSettings(_Section):
     verdict_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     claim_ttl_s: int = Field(default=900, ge=10, description="a claim outlives one screening")
     claim_wait_s: float = Field(default=60.0, ge=0, description="wait for another replica")
+    claim_poll_s: float = Field(default=0.25, gt=0, description="how often that wait looks")
     socket_timeout_s: float = Field(default=0.25, gt=0)
     retry_after_s: float = Field(default=5.0, gt=0, description="pause after Redis failed")
+    memory_max_entries: int = Field(
+        default=10_000, ge=1, description="no Redis URL: verdicts kept in process (LRU, TTL)"
+    )
 
 
 class MediaSettings(_Section):
-    file_roots: tuple[Path, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()
-    allow_private_addresses: bool = False
-    max_bytes: int = Field(default=2 * GiB, ge=1)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    read_timeout_s: float = Field(default=30.0, gt=0)
-    total_timeout_s: float = Field(default=300.0, gt=0)
-    max_redirects: int = Field(default=3, ge=0, le=10)
-    temp_dir: Path | None = None
+    """The `FetchPolicy` (its defaults); `max_bytes` also bounds the detector's probe."""
+
+    file_roots: tuple[Path, ...] = FetchPolicy.file_roots
+    allowed_hosts: tuple[str, ...] = FetchPolicy.allowed_hosts
+    allow_private_addresses: bool = FetchPolicy.allow_private_addresses
+    max_bytes: int = Field(default=MediaLimits.max_bytes, ge=1)
+    connect_timeout_s: float = Field(default=FetchPolicy.connect_timeout_s, gt=0)
+    read_timeout_s: float = Field(default=FetchPolicy.read_timeout_s, gt=0)
+    total_timeout_s: float = Field(default=FetchPolicy.total_timeout_s, gt=0)
+    max_redirects: int = Field(default=FetchPolicy.max_redirects, ge=0, le=10)
+    temp_dir: Path | None = FetchPolicy.temp_dir
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            file_roots=self.file_roots,
+            allowed_hosts=self.allowed_hosts,
+            allow_private_addresses=self.allow_private_addresses,
+            max_bytes=self.max_bytes,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            total_timeout_s=self.total_timeout_s,
+            max_redirects=self.max_redirects,
+            temp_dir=self.temp_dir,
+        )
+
+
+class FaceSettings(_Section):
+    """`FaceConfig` (what each field means, and its default) as `DEEPSCREEN_DETECTOR__FACES__*`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_selection: int = Field(default=FaceConfig.model_selection, ge=0, le=1)
+    min_confidence: float = Field(default=FaceConfig.min_confidence, ge=0, le=1)
+    detect_max_side: int = Field(default=FaceConfig.detect_max_side, ge=1)
+    link_iou: float = Field(default=FaceConfig.link_iou, gt=0, le=1)
+    max_gap: int = Field(default=FaceConfig.max_gap, ge=0)
+    min_coverage: float = Field(default=FaceConfig.min_coverage, ge=0, le=1)
+    min_face_px: int = Field(default=FaceConfig.min_face_px, ge=1)
+    crop_scale: float = Field(default=FaceConfig.crop_scale, ge=1)
+    window_link_iou: float = Field(default=FaceConfig.window_link_iou, gt=0, le=1)
+
+    def face_config(self) -> FaceConfig:
+        return FaceConfig(**self.model_dump())
 
 
 class DetectorSettings(_Section):
+    """The model and its batching, and the `DetectorConfig` (its defaults) but for `max_bytes`."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     model_path: Path = PACKAGED_MODEL
@@ -104,15 +160,17 @@ class DetectorSettings(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_ms: float = Field(default=20.0, ge=0)
-    windows: int = Field(default=8, ge=1, le=32)
+    windows: int = Field(default=SamplingConfig.windows, ge=1, le=SamplingConfig.max_windows)
     extraction_workers: int = Field(default=2, ge=1, le=64, description="decoder processes")
     extraction_memory_mb: int = Field(default=4096, ge=256, description="per decoder process")
-    max_pixels: int = Field(default=3840 * 2160, ge=1)
-    max_duration_s: float = Field(default=3 * 3600.0, gt=0)
-    max_frames: int = Field(default=3 * 3600 * 60, ge=1)
-    decode_timeout_s: float = Field(default=300.0, gt=0)
+    max_pixels: int = Field(default=MediaLimits.max_pixels, ge=1)
+    max_duration_s: float = Field(default=MediaLimits.max_duration_s, gt=0)
+    max_frames: int = Field(default=MediaLimits.max_frames, ge=1)
+    decode_timeout_s: float = Field(default=MediaLimits.decode_timeout_s, gt=0)
+    faces: FaceSettings = FaceSettings()
 
     def detector_config(self, max_bytes: int) -> DetectorConfig:
+        """The detector's configuration; `max_bytes` is `MediaSettings.max_bytes`."""
         return DetectorConfig(
             limits=MediaLimits(
                 max_bytes=max_bytes,
@@ -122,7 +180,7 @@ class DetectorSettings(_Section):
                 decode_timeout_s=self.decode_timeout_s,
             ),
             sampling=SamplingConfig(windows=self.windows),
-            faces=FaceConfig(),
+            faces=self.faces.face_config(),
         )
 
 

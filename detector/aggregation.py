@@ -21,6 +21,17 @@ from collections.abc import Iterable
 from schemas.model import Thresholds
 from schemas.verdict import Action, Outcome
 
+# Verdicts carry scores rounded to this many decimals. Calibration places the
+# thresholds on the same grid (`SCORE_RESOLUTION`), so a real video's rounded
+# score can never cross a threshold that its unrounded score stays below.
+SCORE_DECIMALS = 4
+SCORE_RESOLUTION = 10.0**-SCORE_DECIMALS
+
+
+def rounded(score: float) -> float:
+    """A score as verdicts carry it."""
+    return round(float(score), SCORE_DECIMALS)
+
 
 def track_scores(clip_scores: Iterable[tuple[int, float]]) -> dict[int, float]:
     """Mean clip score per track id, from (track_id, score) pairs."""

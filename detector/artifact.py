@@ -4,6 +4,9 @@
 inside it as the extra file `deepscreen.json` (see `schemas.model.ModelMetadata`),
 so preprocessing, label order, thresholds and calibration cannot drift from
 the weights. A file without valid metadata is refused.
+
+This module only reads artifacts (the serving path); writing one belongs to
+the lifecycle (`detector.training.export`).
 """
 
 from __future__ import annotations
@@ -11,24 +14,12 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from pydantic import ValidationError
-from torch import nn
 
-from detector.model import (
-    ARCHITECTURE,
-    BACKBONE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MODEL_NAMES,
-    ClipClassifier,
-)
-from schemas.model import METADATA_FILE, ModelInfo, ModelMetadata, Thresholds
-
-CLIP_LENGTH = 20
+from schemas.model import METADATA_FILE, ModelInfo, ModelMetadata
 
 
 class ArtifactError(ValueError):
@@ -49,37 +40,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def reference_metadata(input_size: int, lstm_hidden: int, *, trained: bool) -> ModelMetadata:
-    """Metadata for a ClipClassifier with ImageNet normalisation and default thresholds."""
-    return ModelMetadata(
-        name=MODEL_NAMES[BACKBONE] if trained else "deepscreen-reference-untrained",
-        version="0.0.0" if not trained else "1.0.0",
-        architecture=ARCHITECTURE,
-        backbone=BACKBONE,
-        lstm_hidden=lstm_hidden,
-        clip_length=CLIP_LENGTH,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        thresholds=Thresholds(review=0.5, block=0.9),
-        trained=trained,
-        created_at=datetime.now(timezone.utc),
-    )
-
-
-def export(model: nn.Module, metadata: ModelMetadata, path: Path) -> str:
-    """Script `model` and write it with `metadata` to `path` atomically; returns its sha256."""
-    model = model.eval().to("cpu")
-    if metadata.weights_dtype == "float16":
-        model = model.half()
-    scripted = torch.jit.script(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    torch.jit.save(scripted, str(partial), _extra_files={METADATA_FILE: metadata.model_dump_json()})
-    partial.replace(path)
-    return sha256_file(path)
 
 
 def read_metadata(path: Path) -> ModelMetadata:
@@ -124,10 +84,3 @@ def load(path: Path, device: str = "auto") -> LoadedModel:
     module = module.float().eval()  # fp16-stored weights compute in fp32 (autocast on GPUs)
     module = module.to(memory_format=torch.channels_last)
     return LoadedModel(module, metadata, model_info(metadata, sha256_file(path)), target)
-
-
-def init_reference(path: Path, input_size: int = 112, lstm_hidden: int = 256, seed: int = 0) -> str:
-    """Write an untrained ClipClassifier (`trained: false`) for tests and benchmarks."""
-    torch.manual_seed(seed)
-    metadata = reference_metadata(input_size, lstm_hidden, trained=False)
-    return export(ClipClassifier(lstm_hidden=lstm_hidden), metadata, path)

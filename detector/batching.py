@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import numpy as np
 from detector.arrays import Clips, Scores
 from detector.scoring import ClipScorer
 from schemas.model import ModelInfo, ModelMetadata
+
+SIZES_KEPT = 1024  # batch sizes remembered for reports; the totals count every batch
 
 
 @dataclass
@@ -34,9 +37,21 @@ class _Request:
 
 @dataclass
 class BatchStats:
+    """Totals since start, and the sizes of the last `SIZES_KEPT` batches (bounded)."""
+
     batches: int = 0
     clips: int = 0
-    sizes: list[int] = field(default_factory=list)
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=SIZES_KEPT))
+
+    @property
+    def sizes(self) -> list[int]:
+        """The most recent batch sizes, oldest first."""
+        return list(self.recent)
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.clips += size
+        self.recent.append(size)
 
 
 class BatchingScorer:
@@ -127,9 +142,7 @@ class BatchingScorer:
                 if not request.future.done():
                     request.future.set_exception(error)
             return [r for r in pending if not r.future.done()]
-        self.stats.batches += 1
-        self.stats.clips += len(batch)
-        self.stats.sizes.append(len(batch))
+        self.stats.record(len(batch))
         if self._on_batch:
             self._on_batch(len(batch))
         offset = 0

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.aggregation import decide, track_scores, video_score
-from detector.artifact import sha256_file
+from detector.aggregation import decide, rounded, track_scores, video_score
+from detector.artifact import LoadedModel, sha256_file
+from detector.batching import BatchingScorer
 from detector.config import DetectorConfig
 from detector.extraction import Extraction, Extractor, InProcessExtractor, StageTimes
 from detector.faces import FaceDetector
 from detector.probe import Unreadable
-from detector.scoring import ClipScorer
+from detector.scoring import ClipScorer, Precision, TorchScorer
 from schemas.verdict import (
     Action,
     ClipScore,
@@ -121,7 +122,7 @@ class Detector:
                 start_frame=clip.start_frame,
                 end_frame=clip.end_frame,
                 track_id=clip.track_id,
-                score=round(float(score), 4),
+                score=rounded(score),
                 box=FaceBox(x=clip.box[0], y=clip.box[1], width=clip.box[2], height=clip.box[3]),
                 face_coverage=round(clip.coverage, 3),
             )
@@ -134,13 +135,15 @@ class Detector:
             started,
             outcome,
             extraction=extraction,
-            score=round(score, 4),
+            score=rounded(score),
             action=action,
             timeline=timeline,
         )
         return Screening(verdict, extraction.times, model_s, len(timeline), extraction)
 
     def close(self) -> None:
+        """Score what is queued, then stop the decoders."""
+        self.scorer.close()
         self.extractor.close()
 
     def _verdict(
@@ -182,3 +185,26 @@ class _Base:
     video_id: str
     uri: str
     content_sha256: str
+
+
+def build_detector(
+    model: LoadedModel,
+    config: DetectorConfig | None = None,
+    *,
+    batch_size: int = 32,
+    batch_wait_s: float = 0.02,
+    precision: Precision = "auto",
+    extractor: Extractor | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Detector:
+    """A loaded model behind a batching scorer (clips of concurrent videos scored together).
+
+    `scan`, `model evaluate`/`calibrate` and the service all screen through this.
+    """
+    scorer = BatchingScorer(
+        TorchScorer(model, max_batch=batch_size, precision=precision),
+        max_batch=batch_size,
+        max_wait_s=batch_wait_s,
+        on_batch=on_batch,
+    )
+    return Detector(scorer, config, extractor=extractor)

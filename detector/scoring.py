@@ -17,8 +17,9 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
+from detector.architecture import model_metadata
 from detector.arrays import Clips, Scores
-from detector.artifact import LoadedModel, reference_metadata
+from detector.artifact import LoadedModel, model_info
 from schemas.model import ModelInfo, ModelMetadata
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -34,6 +35,10 @@ class ClipScorer(Protocol):
     def info(self) -> ModelInfo: ...
 
     def score(self, clips: Clips) -> Scores: ...
+
+    def close(self) -> None:
+        """Release what scoring holds (a batching thread); scores after this are refused."""
+        ...
 
 
 class TorchScorer:
@@ -73,6 +78,9 @@ class TorchScorer:
             for i in range(0, len(clips), self._max_batch)
         ]
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+    def close(self) -> None:
+        pass  # the module is freed with the scorer
 
     def logits(self, clips: Clips) -> Scores:
         """Uncalibrated logits (for calibration and evaluation)."""
@@ -130,8 +138,12 @@ class InMemoryScorer:
         metadata: ModelMetadata | None = None,
     ) -> None:
         self._rule = rule or (lambda clip: float(clip.mean()) / 255.0)
-        self._metadata = metadata or reference_metadata(112, 256, trained=False).model_copy(
-            update={"name": "in-memory", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+        self._metadata = metadata or model_metadata(
+            input_size=112,
+            lstm_hidden=256,
+            trained=False,
+            name="in-memory",
+            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
         )
         self.calls: list[int] = []
 
@@ -141,8 +153,6 @@ class InMemoryScorer:
 
     @property
     def info(self) -> ModelInfo:
-        from detector.artifact import model_info
-
         digest = hashlib.sha256(self._metadata.model_dump_json().encode()).hexdigest()
         return model_info(self._metadata, digest)
 
@@ -150,6 +160,9 @@ class InMemoryScorer:
         _check_clips(clips, self._metadata)
         self.calls.append(len(clips))
         return np.array([self._rule(clip) for clip in clips], dtype=np.float32)
+
+    def close(self) -> None:
+        pass
 
 
 def _check_clips(clips: Clips, metadata: ModelMetadata) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,6 +17,10 @@ from schemas.model import ModelInfo, Probability, Thresholds
 from schemas.upload import Sha256Hex, VideoId
 
 MAX_TIMELINE = 4096
+
+# The shape of a stored `ScreeningVerdict`. Bump it with every change of the model:
+# it is part of the verdict cache key, so entries of another shape are never read.
+VERDICT_SCHEMA_VERSION: Final = 1
 
 
 class Outcome(str, Enum):

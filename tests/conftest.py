@@ -40,7 +40,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SyntheticVideos:
 @pytest.fixture(scope="session")
 def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ResNeXt50+LSTM artifact at 112 px (seeded, so scores are reproducible)."""
-    from detector.artifact import init_reference
+    from detector.training.export import init_reference
 
     path = tmp_path_factory.mktemp("models") / "reference-112.pt"
     init_reference(path, input_size=112, seed=7)

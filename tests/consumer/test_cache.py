@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
+from structlog.testing import capture_logs
 
+from consumer.app import build_cache
 from consumer.cache import CacheKey, InMemoryVerdictCache, RedisVerdictCache, VerdictCache
 from consumer.embedded import free_port
 from consumer.metrics import Metrics
+from consumer.settings import RedisSettings, Settings
+from schemas.verdict import VERDICT_SCHEMA_VERSION, ScreeningVerdict
 from tests.schemas.factories import verdict
 from tests.support.redis_server import RedisServer
 
 KEY = CacheKey("a" * 64, "b" * 64)
+OTHER = CacheKey("a" * 64, "c" * 64)
+
+# The verdict JSON Schema that each VERDICT_SCHEMA_VERSION stands for. When the test
+# below fails, ScreeningVerdict changed: bump VERDICT_SCHEMA_VERSION (so no replica
+# reads entries of the old shape as new ones) and pin the new digest here.
+SCHEMA_DIGESTS = {1: "250c623e43fcc37a1976e7b142444a5d019f5dc05e2855e59717b2219a0a91fd"}
+
+
+def sample(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +39,40 @@ def redis_server() -> Iterator[RedisServer]:
         yield running
 
 
+@dataclass
+class Metered:
+    """A cache with its metrics, and a way to leave a raw (maybe unparsable) entry in it."""
+
+    cache: VerdictCache
+    metrics: Metrics
+    store_raw: Callable[[CacheKey, bytes], None]
+
+
 @pytest.fixture(params=["in-memory", "redis"])
-def cache(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[VerdictCache]:
+def metered(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Metered]:
+    metrics = Metrics()
     if request.param == "in-memory":
-        yield InMemoryVerdictCache()
+        memory = InMemoryVerdictCache(metrics=metrics)
+        yield Metered(memory, metrics, memory.put_raw)
         return
-    made = RedisVerdictCache(redis_server.url, prefix=f"t{time.monotonic_ns()}")
-    yield made
+    prefix = f"t{time.monotonic_ns()}"
+    made = RedisVerdictCache(redis_server.url, prefix=prefix, metrics=metrics)
+    client = redis_server.client()
+
+    def store_raw(key: CacheKey, raw: bytes) -> None:
+        """What another version, or a corruption, left under this key's name."""
+        made.put(key, verdict())
+        [name] = client.keys(f"{prefix}:verdict:*{key.content_sha256}")
+        client.set(name, raw)
+
+    yield Metered(made, metrics, store_raw)
+    client.close()
     made.close()
+
+
+@pytest.fixture
+def cache(metered: Metered) -> VerdictCache:
+    return metered.cache
 
 
 def test_a_stored_verdict_is_found_by_model_and_content(cache: VerdictCache) -> None:
@@ -46,6 +89,90 @@ def test_only_one_owner_holds_a_claim_until_it_releases_it(cache: VerdictCache) 
     assert not cache.claim(KEY, "replica-b")
     cache.release(KEY, "replica-a")
     assert cache.claim(KEY, "replica-b")
+
+
+def test_a_cached_verdict_that_no_longer_parses_is_a_miss_counted_logged_once_and_replaced(
+    metered: Metered,
+) -> None:
+    cache, metrics = metered.cache, metered.metrics
+    metered.store_raw(KEY, b'{"video_id": "v-1", "outcome": "maybe"}')  # another shape
+    metered.store_raw(OTHER, b"\xff\xfe{ not json")  # corrupted bytes
+    with capture_logs() as logs:
+        assert cache.get(KEY) is None
+        assert cache.get(KEY) is None  # removed at the first read: not counted again
+        assert cache.get(OTHER) is None
+    assert sample(metrics, "deepscreen_cache_corrupt_entries_total") == 2
+    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert warnings == ["cache_entry_unreadable"]
+    cache.put(KEY, verdict())
+    assert cache.get(KEY) == verdict()
+    assert sample(metrics, "deepscreen_cache_corrupt_entries_total") == 2
+
+
+def test_an_entry_of_another_verdict_schema_version_is_never_read(cache: VerdictCache) -> None:
+    older = CacheKey(KEY.model_sha256, KEY.content_sha256, VERDICT_SCHEMA_VERSION - 1)
+    cache.put(older, verdict())
+    assert cache.get(KEY) is None
+    cache.put(KEY, verdict(video_id="v-2"))
+    assert cache.get(older) == verdict()
+    assert cache.get(KEY) == verdict(video_id="v-2")
+
+
+def test_the_redis_key_is_prefix_schema_version_model_and_content(
+    redis_server: RedisServer,
+) -> None:
+    cache = RedisVerdictCache(redis_server.url, prefix="layout")
+    client = redis_server.client()
+    # An entry from before the schema version was part of the key is not read as current.
+    client.set(f"layout:verdict:{KEY.model_sha256}:{KEY.content_sha256}", verdict().model_dump_json())
+    assert cache.get(KEY) is None
+    cache.put(KEY, verdict())
+    expected = f"layout:verdict:schema{VERDICT_SCHEMA_VERSION}:{KEY.model_sha256}:{KEY.content_sha256}"
+    assert expected.encode() in client.keys("layout:verdict:*")
+    cache.claim(KEY, "me")
+    claim = f"layout:claim:schema{VERDICT_SCHEMA_VERSION}:{KEY.model_sha256}:{KEY.content_sha256}"
+    assert client.get(claim) == b"me"
+    client.close()
+    cache.close()
+
+
+def test_a_change_of_the_verdict_schema_comes_with_a_new_schema_version() -> None:
+    schema = json.dumps(ScreeningVerdict.model_json_schema(), sort_keys=True)
+    digest = hashlib.sha256(schema.encode()).hexdigest()
+    assert SCHEMA_DIGESTS.get(VERDICT_SCHEMA_VERSION) == digest, (
+        "ScreeningVerdict changed: bump VERDICT_SCHEMA_VERSION and pin the new digest"
+    )
+
+
+def test_the_in_process_cache_keeps_at_most_max_entries_each_for_at_most_the_ttl() -> None:
+    now = [0.0]
+    cache = InMemoryVerdictCache(max_entries=2, verdict_ttl_s=60, timer=lambda: now[0])
+    keys = [CacheKey("a" * 64, c * 64) for c in "bcd"]
+    for key in keys:
+        cache.put(key, verdict())
+    assert cache.get(keys[0]) is None  # the oldest made room
+    assert cache.get(keys[1]) == cache.get(keys[2]) == verdict()
+    now[0] = 61
+    assert cache.get(keys[2]) is None
+
+
+def test_in_process_claims_are_bounded_and_expire_like_redis_ones() -> None:
+    now = [0.0]
+    cache = InMemoryVerdictCache(max_entries=2, claim_ttl_s=10, timer=lambda: now[0])
+    assert cache.claim(KEY, "a") and not cache.claim(KEY, "b")
+    now[0] = 11  # "a" died holding it: the claim lapses
+    assert cache.claim(KEY, "b")
+    for content in "cde":
+        assert cache.claim(CacheKey("a" * 64, content * 64), "a")
+    assert cache.claim(KEY, "c")  # the oldest claim made room
+
+
+def test_without_a_redis_url_the_in_process_cache_is_bounded_by_the_settings() -> None:
+    cache = build_cache(Settings(redis=RedisSettings(memory_max_entries=1)), Metrics())
+    assert isinstance(cache, InMemoryVerdictCache)
+    cache.put(KEY, verdict())
+    cache.put(OTHER, verdict())
+    assert cache.get(KEY) is None and cache.get(OTHER) == verdict()
 
 
 def test_verdicts_expire_after_their_ttl(redis_server: RedisServer) -> None:
@@ -68,8 +195,9 @@ def test_with_redis_unreachable_every_call_answers_at_once_and_screening_goes_on
     assert cache.claim(KEY, "me") is True  # nobody to coordinate with: screen it
     cache.put(KEY, verdict())
     assert time.monotonic() - started < 1.0
-    assert metrics.cache_up._value.get() == 0
-    assert metrics.cache_errors._value.get() == 1  # then it rests instead of retrying each call
+    assert sample(metrics, "deepscreen_cache_up") == 0
+    # then it rests instead of retrying each call
+    assert sample(metrics, "deepscreen_cache_errors_total") == 1
     assert cache.ping() is False
 
 
@@ -79,11 +207,11 @@ def test_the_cache_is_used_again_once_redis_is_back() -> None:
     cache = RedisVerdictCache(server.url, retry_after_s=0.2, metrics=metrics)
     server.stop()
     cache.put(KEY, verdict())
-    assert metrics.cache_up._value.get() == 0
+    assert sample(metrics, "deepscreen_cache_up") == 0
     server.start()
     time.sleep(0.3)
     cache.put(KEY, verdict())
     assert cache.get(KEY) == verdict()
-    assert metrics.cache_up._value.get() == 1
+    assert sample(metrics, "deepscreen_cache_up") == 1
     cache.close()
     server.close()

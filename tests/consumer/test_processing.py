@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -47,9 +48,9 @@ class Harness:
                 "https://cdn/slow.mp4": FetchError("timeout", "read timed out", retryable=True),
             }
         )
-        self.cache = InMemoryVerdictCache()
-        self.sink = InMemoryEventSink()
         self.metrics = Metrics()
+        self.cache = InMemoryVerdictCache(metrics=self.metrics)
+        self.sink = InMemoryEventSink()
         self.stopping = threading.Event()
         self.processor = UploadProcessor(
             SETTINGS,
@@ -126,6 +127,27 @@ def test_a_re_upload_of_the_same_bytes_is_a_cache_hit_and_not_decoded_again(
     assert again.data.cache_hit is True and first.data.cache_hit is False
     assert again.data.timeline == first.data.timeline
     assert again.id != first.id  # another video id, so another event
+
+
+def test_a_cached_verdict_that_no_longer_parses_is_screened_again_and_replaced(
+    fake_harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    """Not a dead letter for every re-upload of those bytes until the entry expires."""
+    key = CacheKey(
+        fake_harness.scorer.info.sha256,
+        hashlib.sha256(synthetic.moving_face.read_bytes()).hexdigest(),
+    )
+    fake_harness.cache.put_raw(key, b'{"outcome": "from another version"}')
+    fake_harness.processor.process(upload("v-1", "file:///m/face.mp4"))
+    fake_harness.processor.process(upload("v-9", "file:///m/same-bytes.mp4"))
+    assert fake_harness.dead_letters() == []
+    assert fake_harness.screened == ["v-1"]  # screened once, then served from the new entry
+    first, again = fake_harness.flags()
+    assert (first.data.cache_hit, again.data.cache_hit) == (False, True)
+    read = fake_harness.metrics.registry.get_sample_value
+    assert read("deepscreen_cache_corrupt_entries_total") == 1
+    assert read("deepscreen_cache_misses_total") == 1
+    assert read("deepscreen_cache_hits_total") == 1
 
 
 def test_a_video_that_cannot_be_decoded_is_an_unreadable_verdict_not_a_dead_letter(
@@ -229,8 +251,6 @@ def test_content_another_replica_is_screening_waits_for_its_verdict(
     other.processor.process(upload("v-1", "file:///m/face.mp4"))
     verdict = other.flags()[0].data
     other.detector.close()
-    import hashlib
-
     key = CacheKey(fake_harness.scorer.info.sha256, hashlib.sha256(
         synthetic.moving_face.read_bytes()).hexdigest())  # fmt: skip
     assert fake_harness.cache.claim(key, "other-replica")

@@ -285,6 +285,97 @@ def test_the_rendered_environment_loads_as_settings(
     assert settings.drain_seconds == 30
 
 
+def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """The `Settings` the service loads from a rendered environment (secrets stubbed)."""
+    for name in [n for n in os.environ if n.startswith("DEEPSCREEN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DEEPSCREEN_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    for name, value in env.items():
+        if name.startswith("DEEPSCREEN_"):
+            monkeypatch.setenv(name, value if isinstance(value, str) else "from-a-secret")
+    return load_settings()
+
+
+def setting(settings: BaseModel, name: str) -> Any:
+    """The value of `DEEPSCREEN_A__B` in `settings`."""
+    value: Any = settings
+    for part in name.removeprefix("DEEPSCREEN_").lower().split("__"):
+        value = getattr(value, part)
+    return value
+
+
+# Where the chart's defaults differ from the service's on purpose.
+CHART_CHOICES = {
+    "DEEPSCREEN_KAFKA__BOOTSTRAP_SERVERS",  # a broker in the cluster, not localhost
+    "DEEPSCREEN_MEDIA__TEMP_DIR",  # the pod's bounded /tmp emptyDir
+}
+
+
+def test_the_chart_defaults_are_the_service_defaults(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = environment(render(chart, {}))
+    loaded, defaults = settings_from(env, monkeypatch, tmp_path), Settings()
+    ours = sorted(n for n in env if n.startswith("DEEPSCREEN_") and n not in CHART_CHOICES)
+    differ = {
+        name: (setting(loaded, name), setting(defaults, name))
+        for name in ours
+        if setting(loaded, name) != setting(defaults, name)
+    }
+    assert differ == {}, "chart value → service default"
+
+
+def test_face_values_render_into_the_detector_faces_settings(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    faces = {
+        "modelSelection": 0,
+        "minConfidence": 0.6,
+        "detectMaxSide": 960,
+        "linkIou": 0.4,
+        "maxGap": 3,
+        "minCoverage": 0.6,
+        "minFacePx": 40,
+        "cropScale": 1.5,
+        "windowLinkIou": 0.25,
+    }
+    env = environment(render(chart, {"detector": {"faces": faces}}))
+    assert env["DEEPSCREEN_DETECTOR__FACES__MIN_CONFIDENCE"] == "0.6"
+    assert env["DEEPSCREEN_DETECTOR__FACES__MIN_FACE_PX"] == "40"
+    settings = settings_from(env, monkeypatch, tmp_path)
+    config = settings.detector.detector_config(settings.media.max_bytes).faces
+    assert (config.model_selection, config.min_confidence, config.detect_max_side) == (0, 0.6, 960)
+    assert (config.link_iou, config.max_gap, config.min_coverage) == (0.4, 3, 0.6)
+    assert (config.min_face_px, config.crop_scale, config.window_link_iou) == (40, 1.5, 0.25)
+
+
+def test_timing_values_render_into_the_producer_publish_and_claim_settings(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {
+        "kafka": {
+            "producerAckTimeoutS": 12.5,
+            "producerLingerMs": 20,
+            "producerRetries": 9,
+            "publishBackoffInitialS": 0.1,
+            "publishBackoffMaxS": 2,
+            "flushTimeoutS": 45,
+        },
+        "redis": {"claimPollS": 0.5},
+    }
+    env = environment(render(chart, values))
+    assert env["DEEPSCREEN_KAFKA__PRODUCER_LINGER_MS"] == "20"
+    settings = settings_from(env, monkeypatch, tmp_path)
+    kafka = settings.kafka
+    assert (kafka.producer_ack_timeout_s, kafka.producer_linger_ms, kafka.producer_retries) == (
+        12.5,
+        20,
+        9,
+    )
+    assert (kafka.publish_backoff_initial_s, kafka.publish_backoff_max_s) == (0.1, 2.0)
+    assert (kafka.flush_timeout_s, settings.redis.claim_poll_s) == (45.0, 0.5)
+
+
 # ------------------------------------------------------------- deployment --
 
 

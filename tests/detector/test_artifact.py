@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.artifact import ArtifactError, export, load, read_metadata, sha256_file
-from detector.model import ClipClassifier
+from detector.artifact import ArtifactError, load, read_metadata, sha256_file
+from detector.training.export import export
+from detector.training.model import ClipClassifier
 from schemas.model import METADATA_FILE
 
 REQUIRED_METADATA = {"clip_length", "input_size", "mean", "std", "labels", "thresholds",

@@ -15,8 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from detector.artifact import export, load, read_metadata, reference_metadata
-from detector.calibration import (
+from detector.architecture import model_metadata
+from detector.artifact import load, read_metadata
+from detector.training.export import export
+from detector.training.calibration import (
     FprResolutionWarning,
     calibrate_artifact,
     fit_temperature,
@@ -152,7 +154,7 @@ class TinyClipModel(nn.Module):
 def tiny_model(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "tiny.pt"
-    export(TinyClipModel(), reference_metadata(112, 16, trained=False), path)
+    export(TinyClipModel(), model_metadata(input_size=112, lstm_hidden=16, trained=False), path)
     return path
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from torchvision import models
 
 from detector.artifact import LoadedModel, load, read_metadata
-from detector.checkpoint_import import (
+from detector.training.checkpoint_import import (
     CheckpointError,
     convert_state_dict,
     import_checkpoint,

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.compression import CRF_RANGE, CompressionFailed, h264_round_trip
+from detector.training.compression import CRF_RANGE, CompressionFailed, h264_round_trip
 from tests.support.videos import astronaut_face
 
 
@@ -64,6 +64,6 @@ def test_settings_the_encoder_cannot_take_are_refused_before_it_runs() -> None:
 
 
 def test_an_encoder_failure_is_raised_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("detector.compression.ffmpeg_binary", lambda: "false")
+    monkeypatch.setattr("detector.training.compression.ffmpeg_binary", lambda: "false")
     with pytest.raises(CompressionFailed, match="exited 1"):
         h264_round_trip([np.zeros((64, 64, 3), np.uint8)], crf=23)

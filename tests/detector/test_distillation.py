@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from detector.artifact import export, load, reference_metadata
-from detector.distillation import DistillationLoss, LabelLoss
-from detector.model import ClipClassifier
-from detector.training import TrainConfig, train, training_step
-from detector.training_data import ClipCache, ClipIndex, LabelledClip
+from detector.architecture import model_metadata
+from detector.artifact import load
+from detector.training.export import export
+from detector.training.distillation import DistillationLoss, LabelLoss
+from detector.training.model import ClipClassifier
+from detector.training.trainer import TrainConfig, train, training_step
+from detector.training.data import ClipCache, ClipIndex, LabelledClip
 
 
 def light(seed: int) -> ClipClassifier:
@@ -28,7 +30,7 @@ def teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vary with the input instead of saturating.
     """
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    metadata = reference_metadata(112, 8, trained=True).model_copy(
+    metadata = model_metadata(input_size=112, lstm_hidden=8, trained=True).model_copy(
         update={"architecture": "mobilenet_v2+lstm", "backbone": "mobilenet_v2"}
     )
     model = light(0).train()

@@ -17,7 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.evaluation import (
+from detector.pipeline import Detector
+from detector.scoring import InMemoryScorer
+from detector.training.data import labelled_videos
+from detector.training.evaluation import (
+    EvaluationReport,
     ScoredVideo,
     bootstrap_auc_ci,
     confusion_at,
@@ -28,9 +32,6 @@ from detector.evaluation import (
     roc_curve,
     score_videos,
 )
-from detector.pipeline import Detector
-from detector.scoring import InMemoryScorer
-from detector.training_data import labelled_videos
 from tests.support import videos
 
 # The worked example: four real and four fake videos, one real/fake tie at 0.7.
@@ -185,9 +186,10 @@ def test_the_report_excludes_unscored_videos_from_metrics_but_lists_them() -> No
         _video("real/dark.mp4", 0, None, []),
         ScoredVideo("fake/broken.mp4", 1, None, "unreadable", "corrupt_container", []),
     ]
-    report = evaluation_report(scored + unscored, 0.5, model={"name": "m"}, n_boot=200)
+    typed = evaluation_report(scored + unscored, 0.5, model={"name": "m"}, n_boot=200)
 
-    json.dumps(report)  # JSON-able as it stands
+    assert EvaluationReport.model_validate_json(typed.model_dump_json()) == typed  # round-trips
+    report = json.loads(typed.model_dump_json())
     assert (report["n"], report["n_real"], report["n_fake"]) == (10, 5, 5)
     assert (report["n_scored"], report["n_unscored"]) == (8, 2)
     # the metrics are the worked example's, untouched by the two unscored videos
@@ -224,7 +226,7 @@ def test_the_report_with_one_scored_class_has_no_auc_and_says_why() -> None:
         [_video("real/a.mp4", 0, 0.2, [0.2]), _video("fake/b.mp4", 1, None, [])],
         0.5,
         model={},
-    )
+    ).model_dump()
     assert report["auc"] is None and report["auc_ci95"] is None and report["eer"] is None
     assert "only real" in report["note"]
     assert report["clip_level"]["auc"] is None
@@ -292,7 +294,9 @@ def test_scoring_a_labelled_folder_runs_the_pipeline_on_every_video(
     faces = ["real/bright.mp4", "real/nested/dim.mp4", "fake/dark.mp4", "fake/darker.mp4"]
     assert all(scored[p].score is not None and len(scored[p].clip_scores) == 2 for p in faces)
 
-    report = evaluation_report(list(scored.values()), 0.5, model={"name": "rule"}, n_boot=100)
+    report = evaluation_report(
+        list(scored.values()), 0.5, model={"name": "rule"}, n_boot=100
+    ).model_dump()
     assert report["auc"] == 1.0  # the darker "fakes" all outscore the real faces
     assert report["n_scored"] == 4
     assert {u["path"] for u in report["unscored"]} == {"real/empty_room.mp4", "fake/broken.mp4"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2, resnet18
 
-from detector.model import ClipClassifier
+from detector.training.model import ClipClassifier
 
 
 @pytest.mark.parametrize("size", [112, 224])

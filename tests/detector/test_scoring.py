@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.artifact import init_reference, load
+from detector.artifact import load
+from detector.training.export import init_reference
 from detector.batching import BatchingScorer
 from detector.scoring import InMemoryScorer, TorchScorer
 

@@ -11,7 +11,7 @@ import pytest
 
 from detector.config import DetectorConfig
 from detector.faces import MediaPipeFaceDetector
-from detector.selfblend import (
+from detector.training.selfblend import (
     FaceMeshLandmarker,
     animate,
     blend_mask,
@@ -21,7 +21,7 @@ from detector.selfblend import (
     self_blend,
     self_blend_frames,
 )
-from detector.training_data import StillClipMaker
+from detector.training.stills import StillClipMaker
 from tests.support.videos import astronaut_face
 
 

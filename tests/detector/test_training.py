@@ -9,11 +9,12 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2
 
-from detector.artifact import load, read_metadata, reference_metadata
-from detector.model import ClipClassifier
+from detector.architecture import model_metadata
+from detector.artifact import load, read_metadata
+from detector.training.model import ClipClassifier
 from detector.scoring import normalisation_tensors, normalise
-from detector.training import TrainConfig, initialise_batch_norm, train
-from detector.training_data import ClipCache, ClipIndex, LabelledClip, split_by_group
+from detector.training.trainer import TrainConfig, initialise_batch_norm, train
+from detector.training.data import ClipCache, ClipIndex, LabelledClip, split_by_group
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def as_batches(index: ClipIndex, frames: int = 2) -> list[tuple[torch.Tensor, to
 
 def prepare(clips: torch.Tensor) -> torch.Tensor:
     mean, std = normalisation_tensors(
-        reference_metadata(112, 8, trained=False), torch.device("cpu")
+        model_metadata(input_size=112, lstm_hidden=8, trained=False), torch.device("cpu")
     )
     return normalise(clips, mean, std)
 

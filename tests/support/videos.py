@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from skimage import data
 
-from detector.compression import ffmpeg_binary
+from detector.training.compression import ffmpeg_binary
 
 __all__ = [
     "astronaut_face",

@@ -17,15 +17,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
 
 from detector.pipeline import Detector
-from detector.training_data import labelled_videos
+from detector.training.data import labelled_videos
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = Sequence[float] | Sequence[int] | npt.NDArray[Any]
@@ -190,27 +191,112 @@ class ScoredVideo:
     clip_scores: list[float] = field(default_factory=list)
 
 
-def _ranking_metrics(
-    labels: FloatArray, scores: FloatArray, n_boot: int, seed: int
-) -> dict[str, Any]:
+class ClipLevel(BaseModel):
+    """Every scored clip ranked with its video's label: the network's own separation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int
+    auc: float | None
+    auc_ci95: tuple[float, float] | None
+    accuracy: float
+    f1: float
+    eer: float | None
+    note: str | None = None
+
+
+class Confusion(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+
+class Bootstrap(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_boot: int
+    seed: int
+    level: float = 0.95
+    stratified: bool = True
+
+
+class UnscoredVideo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    label: int
+    outcome: str
+    reason: str | None
+
+
+class ReportedFile(UnscoredVideo):
+    score: float | None
+    clips: int
+
+
+class EvaluationReport(BaseModel):
+    """The JSON report of `deepscreen model evaluate` (`--report OUT.json`).
+
+    Videos without a score (`no_face`, `unreadable`) cannot be ranked, so they
+    are left out of every video-level metric (`n_scored` counts the rest) but
+    counted in `n`, `n_real`, `n_fake` and listed under `unscored` with their
+    outcome and reason, so a test set that the detector largely refuses
+    cannot pass for a good result. When only one class is scored, the AUC and
+    EER fields are None and `note` says why.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model: dict[str, Any]  # the `ModelInfo` of the model evaluated
+    n: int
+    n_real: int
+    n_fake: int
+    n_scored: int
+    n_unscored: int
+    threshold: float
+    auc: float | None
+    auc_ci95: tuple[float, float] | None
+    eer: float | None
+    eer_threshold: float | None
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    fpr: float
+    confusion: Confusion
+    bootstrap: Bootstrap
+    unscored_policy: str = "videos without a score are excluded from the metrics and listed"
+    unscored: list[UnscoredVideo]
+    clip_level: ClipLevel
+    files: list[ReportedFile]
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    auc: float | None = None
+    auc_ci95: tuple[float, float] | None = None
+    eer: float | None = None
+    eer_threshold: float | None = None
+    note: str | None = None
+
+
+def _ranking_metrics(labels: FloatArray, scores: FloatArray, n_boot: int, seed: int) -> _Ranking:
     """AUC (+ CI) and EER when both classes are present, else None with a note."""
     n_fake = int(labels.sum())
     if len(labels) == 0 or n_fake in (0, len(labels)):
         present = "no samples" if len(labels) == 0 else f"only {'fake' if n_fake else 'real'}"
-        return {
-            "auc": None,
-            "auc_ci95": None,
-            "eer": None,
-            "eer_threshold": None,
-            "note": f"AUC and EER need both classes; {present} scored",
-        }
+        return _Ranking(note=f"AUC and EER need both classes; {present} scored")
     eer, eer_threshold = equal_error_rate(labels, scores)
-    return {
-        "auc": roc_auc(labels, scores),
-        "auc_ci95": list(bootstrap_auc_ci(labels, scores, n_boot=n_boot, seed=seed)),
-        "eer": eer,
-        "eer_threshold": eer_threshold,
-    }
+    return _Ranking(
+        auc=roc_auc(labels, scores),
+        auc_ci95=bootstrap_auc_ci(labels, scores, n_boot=n_boot, seed=seed),
+        eer=eer,
+        eer_threshold=eer_threshold,
+    )
 
 
 def evaluation_report(
@@ -220,20 +306,11 @@ def evaluation_report(
     model: dict[str, Any],
     n_boot: int = 2000,
     seed: int = 0,
-) -> dict[str, Any]:
-    """A JSON-able summary of how the detector did on labelled videos.
+) -> EvaluationReport:
+    """How the detector did on labelled videos (see `EvaluationReport` for the policy).
 
-    Policy for videos without a score (`no_face`, `unreadable`): they cannot be
-    ranked, so they are left out of every video-level metric (`n_scored` counts
-    the rest) but they are counted in `n`, `n_real`, `n_fake` and listed under
-    `unscored` with their outcome and reason, so a test set that the detector
-    largely refuses cannot pass for a good result. Counting them as "real"
-    or "fake" instead would bake an arbitrary decision into the AUC.
-
-    `clip_level` ranks every scored clip with its video's label: it shows the
-    network's own separation, before the max-of-track-means aggregation.
-    When only one class is scored, the AUC and EER fields are None and a
-    `note` says why.
+    Counting unscored videos as "real" or "fake" instead of listing them would
+    bake an arbitrary decision into the AUC.
     """
     scored = [v for v in videos if v.score is not None]
     labels = np.array([v.label for v in scored], dtype=np.float64)
@@ -245,52 +322,52 @@ def evaluation_report(
     clip_scores = np.array([c for v in scored for c in v.clip_scores], dtype=np.float64)
     clip_ranking = _ranking_metrics(clip_labels, clip_scores, n_boot, seed)
     clip_confusion = confusion_at(clip_labels, clip_scores, threshold)
-    clip_level: dict[str, Any] = {
-        "n": len(clip_scores),
-        "auc": clip_ranking["auc"],
-        "auc_ci95": clip_ranking["auc_ci95"],
-        "accuracy": clip_confusion["accuracy"],
-        "f1": clip_confusion["f1"],
-        "eer": clip_ranking["eer"],
-    }
-    if "note" in clip_ranking:
-        clip_level["note"] = clip_ranking["note"]
-
-    report: dict[str, Any] = {
-        "model": model,
-        "n": len(videos),
-        "n_real": sum(1 for v in videos if v.label == 0),
-        "n_fake": sum(1 for v in videos if v.label == 1),
-        "n_scored": len(scored),
-        "n_unscored": len(videos) - len(scored),
-        "threshold": threshold,
-        "auc": ranking["auc"],
-        "auc_ci95": ranking["auc_ci95"],
-        "eer": ranking["eer"],
-        "eer_threshold": ranking["eer_threshold"],
-        "accuracy": confusion["accuracy"],
-        "precision": confusion["precision"],
-        "recall": confusion["recall"],
-        "f1": confusion["f1"],
-        "fpr": confusion["fpr"],
-        "confusion": {k: confusion[k] for k in ("tp", "fp", "tn", "fn")},
-        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "stratified": True},
-        "unscored_policy": "videos without a score are excluded from the metrics and listed",
-        "unscored": [
-            {"path": v.path, "label": v.label, "outcome": v.outcome, "reason": v.reason}
+    return EvaluationReport(
+        model=model,
+        n=len(videos),
+        n_real=sum(1 for v in videos if v.label == 0),
+        n_fake=sum(1 for v in videos if v.label == 1),
+        n_scored=len(scored),
+        n_unscored=len(videos) - len(scored),
+        threshold=threshold,
+        auc=ranking.auc,
+        auc_ci95=ranking.auc_ci95,
+        eer=ranking.eer,
+        eer_threshold=ranking.eer_threshold,
+        accuracy=confusion["accuracy"],
+        precision=confusion["precision"],
+        recall=confusion["recall"],
+        f1=confusion["f1"],
+        fpr=confusion["fpr"],
+        confusion=Confusion(**{k: int(confusion[k]) for k in ("tp", "fp", "tn", "fn")}),
+        bootstrap=Bootstrap(n_boot=n_boot, seed=seed),
+        unscored=[
+            UnscoredVideo(path=v.path, label=v.label, outcome=v.outcome, reason=v.reason)
             for v in videos
             if v.score is None
         ],
-        "clip_level": clip_level,
-        "files": [
-            {k: val for k, val in asdict(v).items() if k != "clip_scores"}
-            | {"clips": len(v.clip_scores)}
+        clip_level=ClipLevel(
+            n=len(clip_scores),
+            auc=clip_ranking.auc,
+            auc_ci95=clip_ranking.auc_ci95,
+            accuracy=clip_confusion["accuracy"],
+            f1=clip_confusion["f1"],
+            eer=clip_ranking.eer,
+            note=clip_ranking.note,
+        ),
+        files=[
+            ReportedFile(
+                path=v.path,
+                label=v.label,
+                score=v.score,
+                outcome=v.outcome,
+                reason=v.reason,
+                clips=len(v.clip_scores),
+            )
             for v in videos
         ],
-    }
-    if "note" in ranking:
-        report["note"] = ranking["note"]
-    return report
+        note=ranking.note,
+    )
 
 
 # --------------------------------------------------------------------------- I/O

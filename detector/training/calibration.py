@@ -32,17 +32,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from detector.aggregation import SCORE_DECIMALS, SCORE_RESOLUTION
 from detector.artifact import read_metadata
-from schemas.model import METADATA_FILE, ModelMetadata
+from detector.training.export import save_artifact
+from schemas.model import ModelMetadata
 
 ArrayLike = Sequence[float] | Sequence[int] | npt.NDArray[Any]
 
 # The bounds of `schemas.model.Calibration.temperature` (0, 100], searched in log space.
 MIN_TEMPERATURE = 0.01
 MAX_TEMPERATURE = 100.0
-# The pipeline rounds clip scores to 4 decimals (`detector.pipeline`), so thresholds
-# are placed on that grid: a real score rounded up cannot then cross its threshold.
-SCORE_RESOLUTION = 1e-4
 
 
 class FprResolutionWarning(UserWarning):
@@ -136,7 +135,7 @@ def _pipeline_scores(logits: npt.NDArray[np.float64], temperature: float) -> npt
     """Calibrated scores exactly as `TorchScorer` and the pipeline produce them."""
     z = torch.from_numpy(logits.astype(np.float32))
     probabilities = torch.sigmoid(z / temperature).numpy().astype(np.float64)
-    return np.round(probabilities, 4)
+    return np.round(probabilities, SCORE_DECIMALS)
 
 
 def calibrate_artifact(
@@ -248,8 +247,5 @@ def _save(
         metadata.model_dump() | {"thresholds": thresholds, "calibration": calibration}
     )
     module = torch.jit.load(str(model_path), map_location="cpu")  # type: ignore[no-untyped-call]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".tmp")
-    torch.jit.save(module, str(partial), _extra_files={METADATA_FILE: updated.model_dump_json()})
-    partial.replace(out_path)
+    save_artifact(module, updated, out_path)
     return updated

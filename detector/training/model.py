@@ -23,22 +23,7 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2, resnext50_32x4d
 
-BACKBONE = "resnext50_32x4d"  # the default
-BACKBONES = {"resnext50_32x4d": 2048, "mobilenet_v2": 1280}  # name → per-frame feature width
-# The name a trained model of each backbone gets unless its trainer names it.
-MODEL_NAMES = {"resnext50_32x4d": "deepscreen-resnext50-lstm",
-               "mobilenet_v2": "deepscreen-mobilenet-v2-lstm"}  # fmt: skip
-FEATURES = BACKBONES[BACKBONE]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def architecture_of(backbone: str) -> str:
-    return f"{backbone}+lstm"
-
-
-ARCHITECTURE = architecture_of(BACKBONE)
-
+from detector.architecture import BACKBONE, BACKBONES
 
 def build_backbone(
     name: str,

@@ -30,22 +30,16 @@ calibration on your own data after importing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from detector.artifact import CLIP_LENGTH, export, sha256_file
-from detector.model import (
-    ARCHITECTURE,
-    BACKBONE,
-    FEATURES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ClipClassifier,
-)
-from schemas.model import ModelMetadata, Thresholds, TrainingSummary
+from detector.architecture import BACKBONE, FEATURES, model_metadata
+from detector.artifact import sha256_file
+from detector.training.export import export
+from detector.training.model import ClipClassifier
+from schemas.model import TrainingSummary
 
 INPUT_SIZE = 112
 NUM_CLASSES = 2
@@ -199,24 +193,17 @@ def import_checkpoint(
     ckpt_path, out_path = Path(ckpt_path), Path(out_path)
     model, info = convert_state_dict(load_public_state_dict(ckpt_path))
     source = f"imported from {ckpt_path.name[:512]} (sha256 {sha256_file(ckpt_path)})"
-    metadata = ModelMetadata(
+    metadata = model_metadata(
         name=name,
         version=version,
-        architecture=ARCHITECTURE,
         backbone=BACKBONE,
+        input_size=INPUT_SIZE,
         lstm_hidden=info["lstm_hidden"],
         lstm_bias=info["lstm_bias"],
         lstm_per_frame=True,
-        clip_length=CLIP_LENGTH,
-        input_size=INPUT_SIZE,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        labels=("real", "fake"),
-        thresholds=Thresholds(review=0.5, block=0.9),
         trained=True,
         weights_dtype=weights_dtype,
         training=TrainingSummary(source=source),
-        created_at=datetime.now(timezone.utc),
     )
     return export(model, metadata, out_path)
 

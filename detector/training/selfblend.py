@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.arrays import Frame, Points, Weights
-from detector.compression import CRF_RANGE, h264_round_trip
+from detector.training.compression import CRF_RANGE, h264_round_trip
 
 Landmarks = Points  # (468, 2) pixel coordinates (x, y)
 SoftMask = Weights

@@ -33,7 +33,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +42,21 @@ from numpy.typing import NDArray
 from torch import nn
 
 from detector.arrays import Clips
-from detector.artifact import CLIP_LENGTH, export, load, resolve_device
-from detector.distillation import DistillationLoss, LabelLoss, Objective
-from detector.model import (
+from detector.architecture import (
     BACKBONE,
     BACKBONES,
+    CLIP_LENGTH,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    MODEL_NAMES,
-    ClipClassifier,
-    architecture_of,
+    model_metadata,
 )
+from detector.artifact import load, resolve_device
+from detector.training.distillation import DistillationLoss, LabelLoss, Objective
+from detector.training.export import export
+from detector.training.model import ClipClassifier
 from detector.scoring import normalise
-from detector.training_data import ClipIndex, split_by_group
-from schemas.model import ModelMetadata, Thresholds, TrainingSummary
+from detector.training.data import ClipIndex, split_by_group
+from schemas.model import ModelMetadata, TrainingSummary
 
 
 @dataclass(frozen=True)
@@ -387,19 +387,14 @@ def initialise_batch_norm(
 
 
 def _metadata(config: TrainConfig, result: TrainResult, summary: dict[str, Any]) -> ModelMetadata:
-    return ModelMetadata(
-        name=summary.get("name", MODEL_NAMES[config.backbone]),
+    return model_metadata(
+        name=summary.get("name"),
         version=summary.get("version", "0.1.0"),
-        architecture=architecture_of(config.backbone),
         backbone=config.backbone,
         lstm_hidden=config.lstm_hidden,
-        clip_length=CLIP_LENGTH,
-        input_size=config.input_size,  # type: ignore[arg-type,unused-ignore]
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        thresholds=Thresholds(review=0.5, block=0.9),
+        input_size=config.input_size,
         trained=True,
-        weights_dtype=config.weights_dtype,  # type: ignore[arg-type,unused-ignore]
+        weights_dtype=config.weights_dtype,  # type: ignore[arg-type]
         training=TrainingSummary(
             command=summary.get("command"),
             data=summary.get("data"),
@@ -420,5 +415,4 @@ def _metadata(config: TrainConfig, result: TrainResult, summary: dict[str, Any])
                 if v is not None
             },
         ),
-        created_at=datetime.now(timezone.utc),
     )

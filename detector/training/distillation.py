@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from detector.model import ClipClassifier
+from detector.training.model import ClipClassifier
 
 
 class Objective(Protocol):
