@@ -43,7 +43,12 @@ def build_cache(settings: Settings, metrics: Metrics) -> VerdictCache:
     redis = settings.redis
     if not redis.url:
         log.info("cache_in_process", reason="DEEPSCREEN_REDIS__URL is empty")
-        return InMemoryVerdictCache()
+        return InMemoryVerdictCache(
+            max_entries=redis.memory_max_entries,
+            verdict_ttl_s=redis.verdict_ttl_s,
+            claim_ttl_s=redis.claim_ttl_s,
+            metrics=metrics,
+        )
     return RedisVerdictCache(
         redis.url,
         password=redis.password.get_secret_value() if redis.password else None,

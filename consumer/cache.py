@@ -1,9 +1,17 @@
 """Verdicts by content, so a re-upload of the same bytes is never screened twice.
 
-Key: model sha256 + content sha256 (a new model re-screens everything). Values
-are verdict JSON with a TTL. A `SET NX EX` claim marks content as being
-screened, so two replicas that receive the same bytes at once do not both
+Key: verdict schema version + model sha256 + content sha256 (a new model
+re-screens everything, and a new verdict shape never reads entries of the old
+one). Values are verdict JSON with a TTL. A `SET NX EX` claim marks content as
+being screened, so two replicas that receive the same bytes at once do not both
 decode them: the second waits for the first one's verdict.
+
+An entry that does not parse (written by another version, or corrupted) is a
+miss: it is counted (`deepscreen_cache_corrupt_entries`), logged the first time,
+and deleted, so the next verdict for those bytes takes its place.
+
+Without Redis the cache lives in process, bounded in entries and in time
+(`cachetools.TTLCache`), claims included.
 
 Redis is an optimisation, never a dependency: every call has a short timeout,
 and after a failure the cache reports itself down (metric, one log line) and
@@ -19,13 +27,14 @@ from typing import Any, NamedTuple, Protocol
 
 import redis
 import structlog
+from cachetools import TTLCache
 
 from consumer.metrics import Metrics
 from schemas.verdict import VERDICT_SCHEMA_VERSION, ScreeningVerdict
 
 log = structlog.get_logger(__name__)
 
-_RELEASE_IF_OWNER = """
+_DELETE_IF_EQUAL = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
@@ -38,7 +47,9 @@ class CacheKey(NamedTuple):
 
 
 class VerdictCache(Protocol):
-    def get(self, key: CacheKey) -> ScreeningVerdict | None: ...
+    def get(self, key: CacheKey) -> ScreeningVerdict | None:
+        """The cached verdict; None when there is none or it does not parse."""
+        ...
 
     def put(self, key: CacheKey, verdict: ScreeningVerdict) -> None: ...
 
@@ -53,26 +64,80 @@ class VerdictCache(Protocol):
     def close(self) -> None: ...
 
 
-class InMemoryVerdictCache:
-    """`VerdictCache` in a dict: the twin for unit tests and the no-Redis default."""
+class _Unparsable:
+    """Counts entries that no longer parse; logs the first one (the metric counts the rest)."""
 
-    def __init__(self, *, max_entries: int = 10_000, verdict_ttl_s: float = 1, claim_ttl_s: float = 1, metrics: Metrics | None = None, timer: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
         self._lock = threading.Lock()
-        self._verdicts: dict[CacheKey, str] = {}
-        self._claims: dict[CacheKey, str] = {}
+        self._logged = False
+
+    def parse(self, raw: str | bytes, key: CacheKey) -> ScreeningVerdict | None:
+        try:
+            return ScreeningVerdict.model_validate_json(raw)
+        except ValueError as error:  # pydantic's ValidationError, bytes that are not UTF-8
+            self._count(error, key)
+            return None
+
+    def _count(self, error: ValueError, key: CacheKey) -> None:
+        if self._metrics:
+            self._metrics.cache_corrupt.inc()
+        with self._lock:
+            first, self._logged = not self._logged, True
+        (log.warning if first else log.debug)(
+            "cache_entry_unreadable",
+            error=f"{type(error).__name__}: {str(error)[:300]}",
+            schema_version=key.schema_version,
+            model_sha256=key.model_sha256,
+            content_sha256=key.content_sha256,
+            effect="a miss: screened again and replaced; further ones are only counted",
+        )
+
+
+class InMemoryVerdictCache:
+    """`VerdictCache` in process: the twin for unit tests and the no-Redis default.
+
+    Bounded like Redis would be: at most `max_entries` verdicts (least recently
+    used go first), each for `verdict_ttl_s`; claims lapse after `claim_ttl_s`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        verdict_ttl_s: float = 30 * 24 * 3600,
+        claim_ttl_s: float = 900,
+        metrics: Metrics | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._verdicts: TTLCache[CacheKey, str | bytes] = TTLCache(
+            maxsize=max_entries, ttl=verdict_ttl_s, timer=timer
+        )
+        self._claims: TTLCache[CacheKey, str] = TTLCache(
+            maxsize=max_entries, ttl=claim_ttl_s, timer=timer
+        )
+        self._unparsable = _Unparsable(metrics)
 
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
         with self._lock:
             raw = self._verdicts.get(key)
-        return ScreeningVerdict.model_validate_json(raw) if raw else None
+        if raw is None:
+            return None
+        verdict = self._unparsable.parse(raw, key)
+        if verdict is None:
+            with self._lock:
+                if self._verdicts.get(key) == raw:  # unless replaced meanwhile
+                    del self._verdicts[key]
+        return verdict
 
     def put(self, key: CacheKey, verdict: ScreeningVerdict) -> None:
-        with self._lock:
-            self._verdicts[key] = verdict.model_dump_json()
+        self.put_raw(key, verdict.model_dump_json())
 
-    def put_raw(self, key: CacheKey, raw: bytes) -> None:
+    def put_raw(self, key: CacheKey, raw: str | bytes) -> None:
+        """Store `raw` as it is: what another version, or a corruption, leaves (tests)."""
         with self._lock:
-            self._verdicts[key] = raw  # type: ignore
+            self._verdicts[key] = raw
 
     def claim(self, key: CacheKey, owner: str) -> bool:
         with self._lock:
@@ -115,7 +180,8 @@ class RedisVerdictCache:
         self._claim_ttl_s = claim_ttl_s
         self._retry_after_s = retry_after_s
         self._metrics = metrics
-        self._release = self._client.register_script(_RELEASE_IF_OWNER)
+        self._delete_if_equal = self._client.register_script(_DELETE_IF_EQUAL)
+        self._unparsable = _Unparsable(metrics)
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._up = True
@@ -123,8 +189,14 @@ class RedisVerdictCache:
             metrics.cache_up.set(1)
 
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
-        raw = self._call(lambda: self._client.get(self._verdict_key(key)), default=None)
-        return ScreeningVerdict.model_validate_json(raw) if isinstance(raw, bytes) else None
+        name = self._verdict_key(key)
+        raw = self._call(lambda: self._client.get(name), default=None)
+        if not isinstance(raw, bytes):
+            return None
+        verdict = self._unparsable.parse(raw, key)
+        if verdict is None:  # delete it, unless another replica replaced it meanwhile
+            self._call(lambda: self._delete_if_equal(keys=[name], args=[raw]), default=None)
+        return verdict
 
     def put(self, key: CacheKey, verdict: ScreeningVerdict) -> None:
         payload = verdict.model_dump_json()
@@ -141,7 +213,9 @@ class RedisVerdictCache:
         return bool(claimed)
 
     def release(self, key: CacheKey, owner: str) -> None:
-        self._call(lambda: self._release(keys=[self._claim_key(key)], args=[owner]), default=None)
+        self._call(
+            lambda: self._delete_if_equal(keys=[self._claim_key(key)], args=[owner]), default=None
+        )
 
     def ping(self) -> bool:
         return bool(self._call(self._client.ping, default=False, probe=True))
@@ -150,10 +224,14 @@ class RedisVerdictCache:
         self._client.close()
 
     def _verdict_key(self, key: CacheKey) -> str:
-        return f"{self._prefix}:verdict:{key.model_sha256}:{key.content_sha256}"
+        return f"{self._prefix}:verdict:{self._name(key)}"
 
     def _claim_key(self, key: CacheKey) -> str:
-        return f"{self._prefix}:claim:{key.model_sha256}:{key.content_sha256}"
+        return f"{self._prefix}:claim:{self._name(key)}"
+
+    @staticmethod
+    def _name(key: CacheKey) -> str:
+        return f"schema{key.schema_version}:{key.model_sha256}:{key.content_sha256}"
 
     def _call(self, operation: Callable[[], Any], *, default: Any, probe: bool = False) -> Any:
         """Run `operation` unless Redis is resting after a failure; failures mark it down."""

@@ -69,7 +69,7 @@ def model_metadata(
         lstm_bias=lstm_bias,
         lstm_per_frame=lstm_per_frame,
         clip_length=CLIP_LENGTH,
-        input_size=input_size,  # type: ignore[arg-type]
+        input_size=input_size,  # type: ignore[arg-type,unused-ignore]
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         thresholds=DEFAULT_THRESHOLDS,

@@ -2,6 +2,9 @@
 
 Every limit exists because the input is untrusted: a video over any of them is
 `unreadable` with a reason code, never a crash or an unbounded allocation.
+
+These defaults are the only ones: the service's settings (`consumer.settings`)
+and its fetch policy take theirs from here, so a default is changed here alone.
 """
 
 from __future__ import annotations

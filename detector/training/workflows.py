@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from detector.artifact import ArtifactError, LoadedModel, load, sha256_file
 from detector.config import DetectorConfig
@@ -52,6 +53,8 @@ from detector.training.stills import build_still_cache, select_images
 from detector.training.trainer import Progress, TrainConfig, TrainResult, train
 from schemas.model import ModelMetadata
 
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 CALIBRATION_BATCH = 16  # clips scored at once while collecting calibration logits
 
 
@@ -252,7 +255,7 @@ def _resolution_warnings(into: list[str]) -> Iterator[None]:
 
 def calibration_logits(
     model: LoadedModel, data: Path, *, validation_share: float, config: DetectorConfig | None = None
-) -> tuple[np.ndarray, np.ndarray, str]:
+) -> tuple[FloatArray, IntArray, str]:
     """Uncalibrated clip logits and labels, and where they came from.
 
     From a training clip cache: its held-out split (by source, with the seed
@@ -285,7 +288,7 @@ def calibration_logits(
         fitted_on = f"clips of the videos in {data.name}"
         if counts.unreadable:
             fitted_on += f", {len(counts.unreadable)} unreadable videos left out"
-    return np.array(logits), np.array(labels), fitted_on
+    return np.array(logits, dtype=np.float64), np.array(labels, dtype=np.int64), fitted_on
 
 
 def calibrate_model(

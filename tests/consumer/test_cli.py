@@ -55,23 +55,56 @@ def test_scan_expands_a_directory_to_its_videos(
 
 
 @pytest.mark.parametrize(
-    "arguments",
+    ("arguments", "message"),
     [
-        ["scan", "/nonexistent/video.mp4"],
-        ["scan", "--model", "/nonexistent/model.pt", "README.md"],
-        ["scan", "--model", "README.md", "README.md"],
-        ["scan", "--batch-size", "0", "README.md"],
-        ["model", "init", "--out", "x.pt", "--input-size", "100"],
+        (["scan", "/nonexistent/video.mp4"], "does not exist"),
+        (["scan", "--model", "/nonexistent/model.pt", "README.md"], "no model at"),
+        (["scan", "--model", "README.md", "README.md"], "cannot use README.md"),
+        (["scan", "--batch-size", "0", "README.md"], "greater than or equal to 1"),
+        (["model", "init", "--out", "x.pt", "--input-size", "100"], "--input-size must be one of"),
         # blocking must be the stricter action
-        shlex.split(
-            "model calibrate --model README.md --data tests --out x.pt "
-            "--review-fpr 0.001 --block-fpr 0.01"
+        (
+            shlex.split(
+                "model calibrate --model README.md --data tests --out x.pt "
+                "--review-fpr 0.001 --block-fpr 0.01"
+            ),
+            "need 0 < --block-fpr <= --review-fpr",
+        ),
+        # a file that is not a model: a message, not a traceback
+        (
+            shlex.split("model calibrate --model README.md --data tests --out x.pt"),
+            "cannot use README.md",
+        ),
+        (
+            shlex.split("model evaluate --model README.md --data tests --report r.json"),
+            "cannot use README.md",
         ),
     ],
 )
-def test_usage_errors_exit_two(arguments: list[str]) -> None:
+def test_usage_errors_exit_two_with_a_message(arguments: list[str], message: str) -> None:
     result = runner.invoke(app, arguments)
     assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_scan_closes_its_detector(
+    reference_model: Path, synthetic: SyntheticVideos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its batching thread and decoders are released when the files are done."""
+    from detector.pipeline import Detector
+
+    closed: list[Detector] = []
+    close = Detector.close
+
+    def counting_close(self: Detector) -> None:
+        closed.append(self)
+        close(self)
+
+    monkeypatch.setattr(Detector, "close", counting_close)
+    result = runner.invoke(app, ["scan", "--model", str(reference_model), str(synthetic.short)])
+    assert result.exit_code == 0, result.output
+    assert len(closed) == 1
 
 
 def test_model_init_then_info_shows_an_untrained_reference(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -67,7 +67,7 @@ def upload(video_id: str = "v-1", offset: int = 0) -> Message:
 class FakeProducer:
     """Stands in for `kafka.KafkaProducer`: records its options and the timeouts it is given."""
 
-    made: list[FakeProducer] = []
+    made: ClassVar[list[FakeProducer]] = []
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -103,3 +103,35 @@ def test_fp16_weights_halve_the_file_and_score_like_fp32(
         full_scores = load(reference_model, "cpu").module(clips)
         half_scores = load(half, "cpu").module(clips)
     assert torch.allclose(full_scores, half_scores, atol=2e-2)
+
+
+def test_the_packaged_default_model_loads_with_valid_metadata() -> None:
+    """What `scan` and `serve` use when no model is given: it must be a working artifact."""
+    import numpy as np
+
+    from detector.config import PACKAGED_MODEL
+    from detector.scoring import TorchScorer
+
+    loaded = load(PACKAGED_MODEL, "cpu")
+    metadata = loaded.metadata
+    assert metadata.trained and metadata.name == "deepscreen-resnext50-lstm"
+    assert (metadata.architecture, metadata.clip_length) == ("resnext50_32x4d+lstm", 20)
+    assert metadata.training is not None and metadata.training.data_sha256
+    assert loaded.info.sha256 == sha256_file(PACKAGED_MODEL)
+    clip = np.zeros((1, 20, metadata.input_size, metadata.input_size, 3), dtype=np.uint8)
+    score = TorchScorer(loaded).score(clip)
+    assert score.shape == (1,) and 0.0 <= float(score[0]) <= 1.0
+
+
+def test_serving_never_imports_torchvision_or_the_training_lifecycle() -> None:
+    """Loading and scoring a model, and the whole service, stand apart from model building."""
+    probe = (
+        "import sys, consumer.app, detector.artifact, detector.pipeline, detector.isolation\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'"
+        " or m.startswith('detector.training'))\n"
+        "print(bad)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert imported.stdout.strip() == "[]"

@@ -77,7 +77,8 @@ def test_a_re_upload_of_the_same_bytes_is_served_from_redis_without_decoding(
     )
     publish(broker, topics, [file_upload("original", media / "moving_face.mp4")])
     wait_for(broker, topics, expected=1, timeout_s=120)
-    clips_before = service.app.metrics.clips._value.get()
+    read = service.app.metrics.registry.get_sample_value
+    clips_before = read("deepscreen_clips_scored_total")
 
     publish(broker, topics, [file_upload("re-upload", media / "moving_face.mp4")])
     published = wait_for(broker, topics, expected=2, timeout_s=60)
@@ -86,8 +87,36 @@ def test_a_re_upload_of_the_same_bytes_is_served_from_redis_without_decoding(
     assert again.data.cache_hit is True and original.data.cache_hit is False
     assert again.data.timeline == original.data.timeline
     assert again.data.content_sha256 == original.data.content_sha256
-    assert service.app.metrics.cache_hits._value.get() == 1
-    assert service.app.metrics.clips._value.get() == clips_before  # nothing decoded or scored
+    assert read("deepscreen_cache_hits_total") == 1
+    assert read("deepscreen_clips_scored_total") == clips_before  # nothing decoded or scored
+
+
+def test_a_cached_verdict_that_no_longer_parses_is_screened_again_and_replaced_in_redis(
+    broker: TansuBroker, media: Path, reference_model: Path, redis_server: RedisServer,
+    start_service: Any,
+) -> None:  # fmt: skip
+    topics = Topics.fresh().create(broker)
+    service = start_service(
+        service_settings(broker, topics, media, reference_model, redis_url=redis_server.url)
+    )
+    read = service.app.metrics.registry.get_sample_value
+    publish(broker, topics, [file_upload("original", media / "no_face.mp4")])
+    wait_for(broker, topics, expected=1, timeout_s=120)
+    client = redis_server.client()
+    [entry] = client.keys(f"test:{topics.group}:verdict:*")
+    client.set(entry, b'{"outcome": "written by another version"}')
+
+    publish(broker, topics, [file_upload("re-upload", media / "no_face.mp4")])
+    published = wait_for(broker, topics, expected=2, timeout_s=120)
+    publish(broker, topics, [file_upload("again", media / "no_face.mp4")])
+    published = wait_for(broker, topics, expected=3, timeout_s=60)
+
+    assert published.dead_letters == []
+    assert published.verdict_of("re-upload").data.cache_hit is False  # screened again
+    assert published.verdict_of("again").data.cache_hit is True  # from the replaced entry
+    assert read("deepscreen_cache_corrupt_entries_total") == 1
+    assert client.get(entry) is not None
+    client.close()
 
 
 def test_screening_goes_on_while_redis_is_down_and_uses_it_again_when_back(
@@ -98,14 +127,14 @@ def test_screening_goes_on_while_redis_is_down_and_uses_it_again_when_back(
     service = start_service(
         service_settings(broker, topics, media, reference_model, redis_url=redis_server.url)
     )
-    metrics = service.app.metrics
+    read = service.app.metrics.registry.get_sample_value
     redis_server.stop()
     try:
         publish(broker, topics, [file_upload("during-outage", media / "two_faces.mp4")])
         published = wait_for(broker, topics, expected=1, timeout_s=120)
         assert published.verdict_of("during-outage").data.faces_tracked == 2
-        assert metrics.cache_up._value.get() == 0
-        assert metrics.cache_errors._value.get() >= 1
+        assert read("deepscreen_cache_up") == 0
+        assert (read("deepscreen_cache_errors_total") or 0) >= 1
     finally:
         redis_server.start()
     time.sleep(1.0)  # past retry_after_s: the cache is tried again
@@ -116,7 +145,7 @@ def test_screening_goes_on_while_redis_is_down_and_uses_it_again_when_back(
     published = wait_for(broker, topics, expected=3, timeout_s=60)
 
     assert published.verdict_of("after-again").data.cache_hit is True
-    assert metrics.cache_up._value.get() == 1
+    assert read("deepscreen_cache_up") == 1
 
 
 def test_when_one_of_two_consumers_leaves_its_partitions_move_and_nothing_is_lost(
