@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from detector.artifact import load, read_metadata, resolve_device
-    from detector.training.export import init_reference
     from detector.scoring import TorchScorer
+    from detector.training.export import init_reference
 
     device = resolve_device(args.device)
     on_cuda = device.type == "cuda"

@@ -108,11 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from detector.artifact import load
-    from detector.training.export import init_reference
     from detector.batching import BatchingScorer
     from detector.config import DetectorConfig
     from detector.pipeline import Detector, Screening
     from detector.scoring import TorchScorer
+    from detector.training.export import init_reference
 
     files = sorted(args.data.glob("**/*.mp4"))
     if not files:

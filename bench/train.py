@@ -57,11 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from detector.artifact import resolve_device
-    from detector.training.distillation import LabelLoss
     from detector.architecture import IMAGENET_MEAN, IMAGENET_STD
-    from detector.training.model import ClipClassifier
+    from detector.artifact import resolve_device
     from detector.scoring import normalise
+    from detector.training.distillation import LabelLoss
+    from detector.training.model import ClipClassifier
     from detector.training.trainer import training_step
 
     device = resolve_device(args.device)

@@ -63,6 +63,30 @@ def iou(a: Boxes, b: Boxes) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def greedy_match(
+    known: Sequence[Boxes], new: Sequence[Boxes], min_iou: float
+) -> dict[int, int]:
+    """Pairs (new index → known index) by IoU, best pair first, each box used once.
+
+    Pairs overlapping less than `min_iou` are never made. Greedy rather than
+    optimal (Hungarian): faces in one frame rarely compete for the same box.
+    """
+    pairs = sorted(
+        ((iou(a, b), ki, ni) for ki, a in enumerate(known) for ni, b in enumerate(new)),
+        reverse=True,
+    )
+    matched: dict[int, int] = {}
+    taken: set[int] = set()
+    for overlap, ki, ni in pairs:
+        if overlap < min_iou:
+            break
+        if ki in taken or ni in matched:
+            continue
+        matched[ni] = ki
+        taken.add(ki)
+    return matched
+
+
 def link_window(detections: Sequence[Sequence[Detection]], config: FaceConfig) -> list[WindowTrack]:
     """Tracks through one window, given the detections of each of its frames."""
     length = len(detections)
@@ -74,27 +98,12 @@ def link_window(detections: Sequence[Sequence[Detection]], config: FaceConfig) -
             (still_open if t - track.frames[-1] <= config.max_gap + 1 else closed).append(track)
         open_tracks = still_open
         boxes = [np.array([d.x0, d.y0, d.x1, d.y1]) for d in frame_detections]
-        pairs = sorted(
-            (
-                (iou(track.boxes[-1], box), ti, di)
-                for ti, track in enumerate(open_tracks)
-                for di, box in enumerate(boxes)
-            ),
-            reverse=True,
-        )
-        used_tracks: set[int] = set()
-        used_boxes: set[int] = set()
-        for overlap, ti, di in pairs:
-            if overlap < config.link_iou:
-                break
-            if ti in used_tracks or di in used_boxes:
-                continue
-            used_tracks.add(ti)
-            used_boxes.add(di)
-            open_tracks[ti].frames.append(t)
-            open_tracks[ti].boxes.append(boxes[di])
+        matched = greedy_match([track.boxes[-1] for track in open_tracks], boxes, config.link_iou)
         for di, box in enumerate(boxes):
-            if di not in used_boxes:
+            if di in matched:
+                open_tracks[matched[di]].frames.append(t)
+                open_tracks[matched[di]].boxes.append(box)
+            else:
                 open_tracks.append(_Open([t], [box]))
     kept = []
     for track in closed + open_tracks:
@@ -135,23 +144,8 @@ class TrackRegistry:
         return len(self._last_boxes)
 
     def assign(self, tracks: Sequence[WindowTrack]) -> list[int]:
-        pairs = sorted(
-            (
-                (iou(known, track.boxes[0]), gi, wi)
-                for gi, known in enumerate(self._last_boxes)
-                for wi, track in enumerate(tracks)
-            ),
-            reverse=True,
-        )
-        ids: dict[int, int] = {}
-        taken: set[int] = set()
-        for overlap, gi, wi in pairs:
-            if overlap < self._config.window_link_iou:
-                break
-            if gi in taken or wi in ids:
-                continue
-            ids[wi] = gi
-            taken.add(gi)
+        firsts = [track.boxes[0] for track in tracks]
+        ids = greedy_match(self._last_boxes, firsts, self._config.window_link_iou)
         for wi, track in enumerate(tracks):
             if wi not in ids:
                 ids[wi] = len(self._last_boxes)

@@ -146,7 +146,8 @@ def model_train(
     if manifest.skipped_unreadable:
         warn(f"{manifest.skipped_unreadable} files under {data} could not be read; left out")
     index = prepared.index
-    console.print(f"{len(index)} clips ({int(index.labels.sum())} fake) from {prepared.description}")
+    fakes = int(index.labels.sum())
+    console.print(f"{len(index)} clips ({fakes} fake) from {prepared.description}")
     config = TrainConfig(
         input_size=input_size, lstm_hidden=lstm_hidden, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, train_frames=train_frames, seed=seed, device=device,

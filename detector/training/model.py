@@ -25,6 +25,7 @@ from torchvision.models import mobilenet_v2, resnext50_32x4d
 
 from detector.architecture import BACKBONE, BACKBONES
 
+
 def build_backbone(
     name: str,
     *,

@@ -17,7 +17,7 @@ from torch import nn
 
 from detector.architecture import model_metadata
 from detector.artifact import load, read_metadata
-from detector.training.export import export
+from detector.scoring import TorchScorer
 from detector.training.calibration import (
     FprResolutionWarning,
     calibrate_artifact,
@@ -26,7 +26,7 @@ from detector.training.calibration import (
     set_thresholds,
     threshold_for_fpr,
 )
-from detector.scoring import TorchScorer
+from detector.training.export import export
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from detector.artifact import load
-from detector.training.export import init_reference
 from detector.batching import BatchingScorer
 from detector.scoring import InMemoryScorer, TorchScorer
+from detector.training.export import init_reference
 
 
 def clips(n: int, seed: int, size: int = 112) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 
 from detector.config import FaceConfig
 from detector.faces import Detection
-from detector.tracking import TrackRegistry, iou, link_window
+from detector.tracking import TrackRegistry, greedy_match, iou, link_window
 
 CONFIG = FaceConfig(link_iou=0.3, max_gap=5, min_coverage=0.5)
 
@@ -72,3 +72,13 @@ def test_track_ids_carry_over_between_adjacent_windows() -> None:
     elsewhere = link_window([[face(600)] for _ in range(20)], CONFIG)
     assert registry.assign(elsewhere) == [2]
     assert registry.count == 3
+
+
+def test_greedy_matching_takes_the_best_overlap_first_and_each_box_once() -> None:
+    known = [np.array([0.0, 0, 10, 10]), np.array([20.0, 0, 30, 10])]
+    new = [np.array([1.0, 0, 11, 10]), np.array([0.0, 0, 10, 10]), np.array([50.0, 0, 60, 10])]
+    # new[1] is known[0] exactly and wins it; new[0] then has nothing above the bar
+    assert greedy_match(known, new, min_iou=0.3) == {1: 0}
+    assert greedy_match(known, [np.array([21.0, 0, 31, 10])], min_iou=0.3) == {0: 1}
+    assert greedy_match(known, new, min_iou=1.01) == {}
+    assert greedy_match([], new, min_iou=0.0) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,10 @@ from torchvision.models import mobilenet_v2
 
 from detector.architecture import model_metadata
 from detector.artifact import load, read_metadata
-from detector.training.model import ClipClassifier
 from detector.scoring import normalisation_tensors, normalise
-from detector.training.trainer import TrainConfig, initialise_batch_norm, train
 from detector.training.data import ClipCache, ClipIndex, LabelledClip, split_by_group
+from detector.training.model import ClipClassifier
+from detector.training.trainer import Progress, TrainConfig, initialise_batch_norm, train
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +105,101 @@ def test_a_few_steps_on_learnable_data_lower_the_loss_and_export_an_artifact(
     assert (tmp_path / "ckpt" / "last.ckpt").exists()
 
 
-@pytest.mark.slow
-def test_training_resumes_from_its_checkpoint(learnable: ClipIndex, tmp_path: Path) -> None:
+class Crash(Exception):
+    """Stands for the process dying: `train` stops where it is, and its checkpoints stay."""
+
+
+def recorder(
+    events: list[Progress], crash_at_step: int | None = None
+) -> Callable[[Progress], None]:
+    """Collect every progress report (step by step, then each epoch's), crashing at a step."""
+
+    def on_progress(progress: Progress) -> None:
+        events.append(progress)
+        if progress.step == crash_at_step:
+            raise Crash
+
+    return on_progress
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = torch.load(checkpoint, weights_only=True)["model"]
+    return state
+
+
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+# The lighter backbone from scratch (ResNeXt50 takes the same path, ten times slower).
+RESUMABLE = TrainConfig(**{**CONFIG.__dict__, "backbone": "mobilenet_v2", "bn_init_batches": 2})
+
+
+@pytest.mark.usefixtures("deterministic")
+@pytest.mark.parametrize(
+    ("checkpoint_every", "crash_at_step", "resumed_from_step"),
+    [(1000, 5, 4), (3, 4, 3)],  # 4 batches an epoch
+    ids=["after-one-epoch", "mid-epoch"],
+)
+def test_an_interrupted_run_resumes_to_the_same_losses_and_weights(
+    learnable: ClipIndex, tmp_path: Path,
+    checkpoint_every: int, crash_at_step: int, resumed_from_step: int,
+) -> None:  # fmt: skip
+    config = TrainConfig(**{**RESUMABLE.__dict__, "checkpoint_every": checkpoint_every})
+    whole: list[Progress] = []
+    train(
+        learnable, tmp_path / "whole.pt", config, checkpoint_dir=tmp_path / "whole",
+        on_progress=recorder(whole),
+    )  # fmt: skip
+    with pytest.raises(Crash):
+        train(
+            learnable, tmp_path / "crashed.pt", config, checkpoint_dir=tmp_path / "ckpt",
+            on_progress=recorder([], crash_at_step),
+        )  # fmt: skip
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["step"] == resumed_from_step
+    resumed: list[Progress] = []
+    result = train(
+        learnable, tmp_path / "resumed.pt", config, checkpoint_dir=tmp_path / "ckpt",
+        resume=checkpoint, on_progress=recorder(resumed),
+    )  # fmt: skip
+    # Only the steps after the checkpoint ran, with the very losses (and validation
+    # AUCs) of the uninterrupted run, and they end at the same weights.
+    assert resumed[0].step == resumed_from_step + 1
+    assert resumed == [p for p in whole if p.step > resumed_from_step]
+    assert result.steps == whole[-1].step == 8
+    final, expected = weights(checkpoint), weights(tmp_path / "whole" / "last.ckpt")
+    assert final.keys() == expected.keys()
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    exported = load(tmp_path / "resumed.pt", "cpu").module.state_dict()
+    uninterrupted = load(tmp_path / "whole.pt", "cpu").module.state_dict()
+    assert all(torch.equal(exported[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_a_run_resumed_with_more_epochs_runs_only_those_and_still_decays_to_the_floor(
+    learnable: ClipIndex, tmp_path: Path
+) -> None:
     first = train(
-        learnable, tmp_path / "a.pt", CONFIG.__class__(**{**CONFIG.__dict__, "epochs": 1}),
+        learnable, tmp_path / "a.pt", TrainConfig(**{**RESUMABLE.__dict__, "epochs": 1}),
         checkpoint_dir=tmp_path / "ckpt",
     )  # fmt: skip
+    longer: list[Progress] = []
     resumed = train(
-        learnable, tmp_path / "b.pt", CONFIG, checkpoint_dir=tmp_path / "ckpt",
-        resume=tmp_path / "ckpt" / "last.ckpt",
+        learnable, tmp_path / "b.pt", RESUMABLE, checkpoint_dir=tmp_path / "ckpt",
+        resume=tmp_path / "ckpt" / "last.ckpt", on_progress=recorder(longer),
     )  # fmt: skip
-    assert first.epochs_completed == 1
-    assert resumed.epochs_completed == 2
-    assert resumed.steps == 2 * first.steps  # the second epoch only, on top of the first
+    assert (first.epochs_completed, resumed.epochs_completed) == (1, 2)
+    assert resumed.steps == 2 * first.steps
+    assert longer[0].step == first.steps + 1  # the second epoch only
+    assert [entry["epoch"] for entry in resumed.history] == [0, 1]
+    # The schedule was rebuilt for two epochs: it ends at 2 % of the rate, where the
+    # one-epoch schedule, run past its end, would have climbed back up its cosine.
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    lr = state["optimiser"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(0.02 * RESUMABLE.learning_rate)
 
 
 def test_the_lighter_backbone_trains_from_imagenet_weights_and_says_so(
