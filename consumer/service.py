@@ -1,19 +1,30 @@
 """The polling loop: take uploads, keep a bounded number in flight, commit what is done.
 
 `run()` is unbounded in production and stops after `max_messages` outcomes in
-tests. Work runs on a thread pool of `kafka.max_in_flight` workers; while the
-pool is full, every assigned partition is paused, the loop waits for a worker
-to finish, and it still polls (which returns nothing) about once a second so
-rebalances are seen.
+tests. Each turn of the loop is five named steps around one `RunState`:
+
+    while state.running:
+        room = self._throttle()      # pause every assigned partition while full
+        self._poll(room)             # take up to `room` uploads, or wait for a slot
+        self._sample_reachability()  # for /readyz (the consumer is not thread-safe)
+        self._commit_if_due()        # every `kafka.commit_interval_s`
+        self._report_lag_if_due()    # every `_LAG_EVERY_S`
+
+Work runs on a thread pool of `kafka.max_in_flight` workers; while the pool is
+full, every assigned partition is paused, the loop waits for a worker to
+finish, and it still polls about once a second so rebalances are seen (a
+rebalance unpauses what it assigns, so whatever such a poll returns is taken,
+never dropped).
 
 Commits: after a flush of the producer, the lowest unfinished offset of each
 partition still assigned (see `offsets`). On a rebalance, the finished prefix
 of the partitions being taken away is committed before they go.
 
-Stopping (SIGTERM, SIGINT): the signal handler only sets a flag. The loop then
-stops polling, gives in-flight work `drain_seconds` to finish, commits what
-finished, and closes everything in the order of `_teardown`. Work that did not
-finish is not committed, so another member screens it again.
+Stopping (SIGTERM, SIGINT): the signal handler only sets the run state's stop
+flag. The loop then stops polling, gives in-flight work `drain_seconds` to
+finish, commits what finished, and closes everything in the order of
+`_shut_down`. Work that did not finish is not committed, so another member
+screens it again.
 """
 
 from __future__ import annotations
@@ -40,22 +51,114 @@ _PAUSED_POLL_EVERY_S = 1.0  # while paused, poll this often so rebalances are st
 _LAG_EVERY_S = 10.0
 
 
+class RunState:
+    """One run of the polling loop, shared by the loop, its workers and the health checks.
+
+    Modelled on quixstreams' `RunTracker`. Anything may `stop()` the run (the
+    signal handler does nothing else); the loop goes round while `running`;
+    workers sleep on it between retries: `wait(timeout)` returns True as soon as
+    a stop is requested, the `threading.Event` interface, so the processor needs
+    nothing more (`set()` is `stop()`). The health endpoint reads `ready`,
+    `broker_reachable` and `alive()`.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._limit: int | None = None
+        self._outcomes = 0  # messages with a published outcome (workers count them)
+        self._failed = False
+        self.consumed = 0  # messages taken from the source (the loop counts them)
+        self.ready = False
+        self.broker_reachable = False
+        self.paused = False
+        now = time.monotonic()
+        self.last_turn = self.last_poll = self.last_commit = self.last_lag = now
+
+    # -- the stop flag ---------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    set = stop  # `threading.Event` compatibility
+
+    def is_set(self) -> bool:
+        """True once a stop was requested."""
+        return self._stop.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True (at once) when a stop is requested."""
+        return self._stop.wait(timeout)
+
+    # -- the loop's view -------------------------------------------------------
+
+    def begin(self, max_messages: int | None) -> None:
+        now = time.monotonic()
+        self._limit = max_messages
+        self.last_turn = self.last_poll = self.last_commit = self.last_lag = now
+        self.ready = True
+
+    @property
+    def running(self) -> bool:
+        """No stop requested, and `max_messages` (when given) not yet reached."""
+        if self._stop.is_set():
+            return False
+        with self._lock:
+            return self._limit is None or self._outcomes < self._limit
+
+    def room(self, free_workers: int) -> int:
+        """How many more messages to take now."""
+        if self._limit is None:
+            return free_workers
+        return min(free_workers, self._limit - self.consumed)
+
+    def turned(self) -> None:
+        self.last_turn = time.monotonic()
+
+    def outcome(self) -> None:
+        with self._lock:
+            self._outcomes += 1
+
+    def end(self, *, failed: bool) -> None:
+        self.ready = False
+        self._failed = failed
+
+    # -- liveness --------------------------------------------------------------
+
+    def alive(self, stale_after_s: float) -> bool:
+        """The loop has not died: it went round within `stale_after_s`, or is stopping.
+
+        Before `begin` and while stopping (the drain may take `drain_seconds`)
+        it is alive; a loop that raised is not.
+        """
+        if self._failed:
+            return False
+        if self._stop.is_set() or not self.ready:
+            return True
+        return time.monotonic() - self.last_turn <= stale_after_s
+
+
 class Service:
     def __init__(
         self,
         settings: Settings,
         *,
-        source_factory: Callable[[Service], UploadSource],
+        source: UploadSource,
         sink: EventSink,
         processor: UploadProcessor,
         metrics: Metrics,
-        stopping: threading.Event,
+        state: RunState,
         closers: list[tuple[str, Callable[[], None]]] | None = None,
     ) -> None:
-        """`source_factory` gets the service so its rebalance callbacks can reach it."""
+        """`state` is shared with `processor` (its stop flag) and the health checks.
+
+        The service subscribes `source` with itself as the rebalance listener
+        when it starts running.
+        """
         self.settings = settings
         self.metrics = metrics
-        self.stopping = stopping
+        self.state = state
+        self._source = source
         self._sink = sink
         self._processor = processor
         self._tracker = OffsetTracker()
@@ -64,13 +167,19 @@ class Service:
         )
         self._futures: set[Future[None]] = set()
         self._lock = threading.Lock()
-        self._outcomes = 0
         self._slot_freed = threading.Event()
         self._closers = closers or []
-        self._source = source_factory(self)
-        self.ready = threading.Event()
-        self._broker_reachable = False  # sampled on the polling thread (the consumer is not
-        # thread-safe), read by the health endpoint
+
+    @property
+    def stopping(self) -> RunState:
+        """The run state, whose `set()` requests a stop (as the former stop Event's did)."""
+        return self.state
+
+    def stop(self) -> None:
+        self.state.stop()
+
+    def reachable(self) -> bool:
+        return self.state.broker_reachable
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -78,56 +187,86 @@ class Service:
         """SIGTERM/SIGINT set the stop flag; nothing else happens in the handler."""
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
-            self.stopping.set()
+            self.state.stop()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
     def run(self, max_messages: int | None = None) -> None:
         """Screen uploads until stopped, or until `max_messages` have an outcome."""
-        last_commit = last_lag = last_poll = time.monotonic()
-        paused = False
-        consumed = 0
-        self.ready.set()
+        state = self.state
+        self._source.subscribe(self)
+        state.begin(max_messages)
+        failed = False
         try:
-            while not self.stopping.is_set():
-                if max_messages is not None and self._finished_count() >= max_messages:
-                    break
-                room = self.settings.kafka.max_in_flight - self._tracker.in_flight()
-                if max_messages is not None:
-                    room = min(room, max_messages - consumed)
-                if room <= 0 and not paused:
-                    self._source.pause(self._source.assignment())
-                    paused = True
-                elif room > 0 and paused:
-                    self._source.resume(self._source.assignment())
-                    paused = False
-                if room > 0:
-                    for message in self._source.poll(_POLL_S, room):
-                        self._start(message)
-                        consumed += 1
-                    last_poll = time.monotonic()
-                else:
-                    # Full: wake as soon as a video finishes, not at the next poll timeout.
-                    self._slot_freed.wait(_POLL_S)
-                    self._slot_freed.clear()
-                    if time.monotonic() - last_poll > _PAUSED_POLL_EVERY_S:
-                        self._source.poll(_POLL_S / 2, 1)  # paused: stays in the group
-                        last_poll = time.monotonic()
-                self._broker_reachable = self._source.reachable()
-                now = time.monotonic()
-                if now - last_commit >= self.settings.kafka.commit_interval_s:
-                    self._commit()
-                    last_commit = now
-                if now - last_lag >= _LAG_EVERY_S:
-                    self._report_lag()
-                    last_lag = now
+            while state.running:
+                room = self._throttle()
+                self._poll(room)
+                self._sample_reachability()
+                self._commit_if_due()
+                self._report_lag_if_due()
+                state.turned()
+        except Exception:
+            failed = True
+            raise
         finally:
-            self.ready.clear()
-            self._drain()
-            self._teardown()
+            state.end(failed=failed)
+            self._shut_down()
+
+    # -- the loop's steps ------------------------------------------------------
+
+    def _throttle(self) -> int:
+        """Room for more work; while there is none, every assigned partition is paused.
+
+        Pausing is repeated on each turn while full: a rebalance unpauses the
+        partitions it assigns.
+        """
+        state = self.state
+        room = state.room(self.settings.kafka.max_in_flight - self._tracker.in_flight())
+        if room <= 0:
+            self._source.pause(self._source.assignment())
+            state.paused = True
+        elif state.paused:
+            self._source.resume(self._source.assignment())
+            state.paused = False
+        return room
+
+    def _poll(self, room: int) -> None:
+        state = self.state
+        if room > 0:
+            self._take(self._source.poll(_POLL_S, room))
+            state.last_poll = time.monotonic()
+            return
+        # Full: wake as soon as a video finishes, not at the next poll timeout.
+        self._slot_freed.wait(_POLL_S)
+        self._slot_freed.clear()
+        if time.monotonic() - state.last_poll > _PAUSED_POLL_EVERY_S:
+            # Paused: this poll keeps us in the group. It returns records only from
+            # partitions a rebalance has just assigned (unpaused); they are taken.
+            self._take(self._source.poll(_POLL_S / 2, 1))
+            state.last_poll = time.monotonic()
+
+    def _sample_reachability(self) -> None:
+        self.state.broker_reachable = self._source.reachable()
+
+    def _commit_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self.state.last_commit >= self.settings.kafka.commit_interval_s:
+            self._commit()
+            self.state.last_commit = now
+
+    def _report_lag_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self.state.last_lag >= _LAG_EVERY_S:
+            self._report_lag()
+            self.state.last_lag = now
 
     # -- work ------------------------------------------------------------------
+
+    def _take(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._start(message)
+            self.state.consumed += 1
 
     def _start(self, message: Message) -> None:
         self._tracker.started(message.where, message.offset)
@@ -148,17 +287,12 @@ class Service:
             self.metrics.in_flight.dec()
             self._slot_freed.set()
         self._tracker.finished(message.where, message.offset)
-        with self._lock:
-            self._outcomes += 1
+        self.state.outcome()
         self._slot_freed.set()
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
-
-    def _finished_count(self) -> int:
-        with self._lock:
-            return self._outcomes
 
     # -- commits ---------------------------------------------------------------
 
@@ -202,22 +336,11 @@ class Service:
 
     # -- shutdown --------------------------------------------------------------
 
-    def _drain(self) -> None:
-        with self._lock:
-            pending = set(self._futures)
-        if pending:
-            log.info("draining", in_flight=len(pending), limit_s=self.settings.drain_seconds)
-            _, not_done = wait(pending, timeout=self.settings.drain_seconds)
-            if not_done:
-                # Past the limit: tell workers to hand back (their offsets stay uncommitted).
-                self.stopping.set()
-                wait(not_done, timeout=5)
-                log.warning("drain_timeout", handed_back=len(not_done))
+    def _shut_down(self) -> None:
+        """Drain, commit, then close in dependency order: consuming, producing, engines."""
+        self._drain()
         self._commit()
-
-    def _teardown(self) -> None:
-        """Close in dependency order: stop consuming, then producing, then the engines."""
-        self.stopping.set()
+        self.state.stop()  # whatever still runs hands back
         steps: list[tuple[str, Callable[[], None]]] = [
             ("consumer", self._source.close),
             ("workers", lambda: self._pool.shutdown(wait=False, cancel_futures=True)),
@@ -231,5 +354,16 @@ class Service:
                 log.warning("close_failed", component=name, error=str(error))
         log.info("stopped")
 
-    def reachable(self) -> bool:
-        return self._broker_reachable
+    def _drain(self) -> None:
+        """Give in-flight work `drain_seconds`; past that, tell it to hand back."""
+        with self._lock:
+            pending = set(self._futures)
+        if not pending:
+            return
+        log.info("draining", in_flight=len(pending), limit_s=self.settings.drain_seconds)
+        _, not_done = wait(pending, timeout=self.settings.drain_seconds)
+        if not_done:
+            # Past the limit: tell workers to hand back (their offsets stay uncommitted).
+            self.state.stop()
+            wait(not_done, timeout=5)
+            log.warning("drain_timeout", handed_back=len(not_done))

@@ -21,3 +21,14 @@ def test_the_image_builds_on_the_python_floor() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     floor = project["project"]["requires-python"].split(",")[0].removeprefix(">=")
     assert f"ARG PYTHON_IMAGE=python:{floor}-" in (REPO / "Dockerfile").read_text()
+
+
+def test_ci_runs_the_static_checks_then_exactly_the_readme_test_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.DOTALL)
+    test_command = next(c for c in commands if "pytest" in c)
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci, "the README's test command, verbatim"
+    checks = [".venv/bin/ruff check .", ".venv/bin/ruff format --check .", ".venv/bin/mypy"]
+    positions = [ci.index(check) for check in checks]
+    assert positions == sorted(positions) and positions[-1] < ci.index(test_command)

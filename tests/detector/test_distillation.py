@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,11 @@ import torch
 
 from detector.architecture import model_metadata
 from detector.artifact import load
-from detector.training.export import export
-from detector.training.distillation import DistillationLoss, LabelLoss
-from detector.training.model import ClipClassifier
-from detector.training.trainer import TrainConfig, train, training_step
 from detector.training.data import ClipCache, ClipIndex, LabelledClip
+from detector.training.distillation import DistillationLoss, LabelLoss
+from detector.training.export import export
+from detector.training.model import ClipClassifier
+from detector.training.trainer import Progress, TrainConfig, train, training_step
 
 
 def light(seed: int) -> ClipClassifier:
@@ -124,26 +125,65 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory) -> ClipIndex:
     return ClipIndex.open(directory)
 
 
-def test_training_with_a_teacher_checkpoints_the_adapter_and_resumes(
+class Crash(Exception):
+    """Stands for the process dying: `train` stops where it is, and its checkpoints stay."""
+
+
+def recorder(
+    events: list[Progress], crash_at_step: int | None = None
+) -> Callable[[Progress], None]:
+    def on_progress(progress: Progress) -> None:
+        events.append(progress)
+        if progress.step == crash_at_step:
+            raise Crash
+
+    return on_progress
+
+
+def test_distillation_interrupted_after_one_epoch_resumes_to_the_same_losses_and_weights(
     small_cache: ClipIndex, teacher_path: Path, tmp_path: Path
 ) -> None:
     config = TrainConfig(
-        lstm_hidden=8, epochs=1, batch_size=4, train_frames=2, validation_share=0.25,
+        lstm_hidden=8, epochs=2, batch_size=4, train_frames=2, validation_share=0.25,
         backbone="mobilenet_v2", teacher=str(teacher_path), weights_dtype="float32",
         bn_init_batches=2,
     )  # fmt: skip
-    first = train(small_cache, tmp_path / "a.pt", config, checkpoint_dir=tmp_path / "ckpt")
-    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
-    assert set(state["objective"]) == {"adapter.weight", "adapter.bias", "feature_mean",
-                                       "feature_std"}  # fmt: skip
-    assert state["objective"]["feature_std"].shape == (1280,)
-    longer = TrainConfig(**{**config.__dict__, "epochs": 2})
-    resumed = train(
-        small_cache, tmp_path / "b.pt", longer, checkpoint_dir=tmp_path / "ckpt",
-        resume=tmp_path / "ckpt" / "last.ckpt",
-    )  # fmt: skip
-    assert resumed.steps == 2 * first.steps
-    exported = load(tmp_path / "b.pt", "cpu").module
+    torch.use_deterministic_algorithms(True)
+    try:
+        whole: list[Progress] = []
+        train(
+            small_cache, tmp_path / "whole.pt", config, checkpoint_dir=tmp_path / "whole",
+            on_progress=recorder(whole),
+        )  # fmt: skip
+        per_epoch = whole[-1].step // 2  # 3 batches
+        with pytest.raises(Crash):  # in the second epoch's first step
+            train(
+                small_cache, tmp_path / "crashed.pt", config, checkpoint_dir=tmp_path / "ckpt",
+                on_progress=recorder([], crash_at_step=per_epoch + 1),
+            )  # fmt: skip
+        checkpoint = tmp_path / "ckpt" / "last.ckpt"
+        saved = torch.load(checkpoint, weights_only=True)
+        assert saved["step"] == per_epoch
+        assert set(saved["objective"]) == {"adapter.weight", "adapter.bias", "feature_mean",
+                                           "feature_std"}  # fmt: skip
+        assert saved["objective"]["feature_std"].shape == (1280,)
+        resumed: list[Progress] = []
+        train(
+            small_cache, tmp_path / "resumed.pt", config, checkpoint_dir=tmp_path / "ckpt",
+            resume=checkpoint, on_progress=recorder(resumed),
+        )  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(False)
+    # Only the second epoch ran, with the uninterrupted run's losses, to its weights:
+    # the student's and the adapter's (the teacher's feature scale was kept, not remeasured).
+    assert resumed[0].step == per_epoch + 1
+    assert resumed == [p for p in whole if p.step > per_epoch]
+    final = torch.load(checkpoint, weights_only=True)
+    expected = torch.load(tmp_path / "whole" / "last.ckpt", weights_only=True)
+    for part in ("model", "objective"):
+        assert final[part].keys() == expected[part].keys()
+        assert all(torch.equal(final[part][k], expected[part][k]) for k in expected[part])
+    exported = load(tmp_path / "resumed.pt", "cpu").module
     assert not any(key.startswith(("adapter", "teacher")) for key in exported.state_dict())
 
 
