@@ -9,7 +9,7 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +168,38 @@ def publish_report(result: dict[str, Any], report_text: str, json_out: Path | No
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {json_out}")
+
+
+def report_text(
+    title: str,
+    result: dict[str, Any],
+    details: Sequence[str],
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+) -> str:
+    """A benchmark's report: what ran, on which machine, its footprint, then the table."""
+    return "\n".join(
+        [
+            title,
+            *machine_lines(result["machine"]),
+            *details,
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB",
+            cpu_line(result["cpu"]),
+            "",
+            table(headers, rows),
+        ]
+    )
+
+
+def bench_main(
+    argv: list[str] | None,
+    parse_args: Callable[[list[str] | None], Any],
+    run: Callable[[Any], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+) -> None:
+    """Parse, run, print the report (and write the JSON when `--json-out` asks)."""
+    quiet()
+    args = parse_args(argv)
+    result = run(args)
+    print()
+    publish_report(result, report(result), args.json_out)

@@ -28,13 +28,10 @@ import numpy as np
 
 from bench._common import (
     CpuMeter,
-    cpu_line,
+    bench_main,
     machine,
-    machine_lines,
     peak_rss_mib,
-    publish_report,
-    quiet,
-    table,
+    report_text,
 )
 
 CLIP_LENGTH = 20
@@ -239,27 +236,17 @@ def report(result: dict[str, Any]) -> str:
     width = len(headers)
     rows = [row + [""] * (width - len(row)) for row in rows]
     grid_ = result["grid"]
-    return "\n".join(
-        [
-            "deepscreen model benchmark (TorchScorer.score, random uint8 clips of 20 frames)",
-            *machine_lines(result["machine"]),
-            f"grid: sizes {grid_['sizes']}, batches {grid_['batches']}, precisions "
-            f"{grid_['precisions']}, {grid_['warmup']} warm-up + {grid_['repeats']} timed calls",
-            *(f"note: {n}" for n in result["notes"]),
-            f"peak RSS {result['peak_rss_mib']:.0f} MiB",
-            cpu_line(result["cpu"]),
-            "",
-            table(headers, rows),
-        ]
-    )
+    details = [
+        f"grid: sizes {grid_['sizes']}, batches {grid_['batches']}, precisions "
+        f"{grid_['precisions']}, {grid_['warmup']} warm-up + {grid_['repeats']} timed calls",
+        *(f"note: {n}" for n in result["notes"]),
+    ]
+    title = "deepscreen model benchmark (TorchScorer.score, random uint8 clips of 20 frames)"
+    return report_text(title, result, details, headers, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
-    quiet()
-    args = parse_args(argv)
-    result = run(args)
-    print()
-    publish_report(result, report(result), args.json_out)
+    bench_main(argv, parse_args, run, report)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,10 @@ from typing import Any
 
 from bench._common import (
     CpuMeter,
-    cpu_line,
+    bench_main,
     machine,
-    machine_lines,
     peak_rss_mib,
-    publish_report,
-    quiet,
-    table,
+    report_text,
 )
 
 
@@ -129,25 +126,13 @@ def report(result: dict[str, Any]) -> str:
         for r in result["rows"]
     ]  # fmt: skip
     config = result["config"]
-    return "\n".join(
-        [
-            "deepscreen training benchmark (training_step on random clips, AdamW)",
-            *machine_lines(result["machine"]),
-            f"{config['warmup']} warm-up + {config['steps']} timed steps (median)",
-            f"peak RSS {result['peak_rss_mib']:.0f} MiB",
-            cpu_line(result["cpu"]),
-            "",
-            table(headers, rows),
-        ]
-    )
+    details = [f"{config['warmup']} warm-up + {config['steps']} timed steps (median)"]
+    title = "deepscreen training benchmark (training_step on random clips, AdamW)"
+    return report_text(title, result, details, headers, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
-    quiet()
-    args = parse_args(argv)
-    result = run(args)
-    print()
-    publish_report(result, report(result), args.json_out)
+    bench_main(argv, parse_args, run, report)
 
 
 if __name__ == "__main__":
