@@ -5,7 +5,6 @@ Tests build the same graph with in-memory twins through the keyword arguments.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from consumer.health import HealthServer
 from consumer.media import FetchPolicy, MediaFetcher, UriFetcher
 from consumer.metrics import Metrics
 from consumer.processing import UploadProcessor
-from consumer.service import Service
+from consumer.service import RunState, Service
 from consumer.settings import Settings
 from detector.artifact import load
 from detector.batching import BatchingScorer
@@ -66,14 +65,14 @@ def build_app(
     *,
     serve_http: bool = True,
     sink: EventSink | None = None,
-    source_factory: Callable[[Service], UploadSource] | None = None,
+    source: UploadSource | None = None,
     fetcher: MediaFetcher | None = None,
     cache: VerdictCache | None = None,
     extract: ExtractFn = default_extract,
 ) -> App:
     """The service and its HTTP endpoints, ready to `run()`; the model is loaded here."""
     metrics = Metrics()
-    stopping = threading.Event()
+    state = RunState()  # shared by the loop, the workers and the health checks
     detector_settings = settings.detector
     loaded = load(detector_settings.model_path, detector_settings.device)
     log.info(
@@ -112,7 +111,7 @@ def build_app(
         cache=cache,
         sink=sink,
         metrics=metrics,
-        stopping=stopping,
+        stopping=state,
     )
     health: HealthServer | None = None
     closers: list[tuple[str, Callable[[], None]]] = [
@@ -122,16 +121,11 @@ def build_app(
     ]
     service = Service(
         settings,
-        source_factory=source_factory
-        or (
-            lambda svc: KafkaUploadSource(
-                settings.kafka, svc.on_partitions_revoked, svc.on_partitions_assigned
-            )
-        ),
+        source=source or KafkaUploadSource(settings.kafka),
         sink=sink,
         processor=processor,
         metrics=metrics,
-        stopping=stopping,
+        state=state,
         closers=closers,
     )
     if serve_http:
@@ -139,11 +133,15 @@ def build_app(
             settings.http.host,
             settings.http.port,
             metrics,
-            live=lambda: {"process": True},
+            live=lambda: {
+                "process": True,
+                # Kafka drops a member that has not polled within this; so do we.
+                "polling": state.alive(settings.kafka.max_poll_interval_ms / 1000),
+            },
             ready=lambda: {
                 "model_loaded": True,
-                "consuming": service.ready.is_set(),
-                "broker_reachable": service.reachable(),
+                "consuming": state.ready,
+                "broker_reachable": state.broker_reachable,
             },
         ).start()
         closers.append(("http", health.close))

@@ -9,7 +9,7 @@ without a broker, and the integration tests use the real ones.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +43,19 @@ class Message:
         return Partition(self.topic, self.partition)
 
 
+class RebalanceListener(Protocol):
+    """Told when the group moves partitions; called from within `poll`."""
+
+    def on_partitions_revoked(self, revoked: set[Partition]) -> None: ...
+
+    def on_partitions_assigned(self, assigned: set[Partition]) -> None: ...
+
+
 class UploadSource(Protocol):
+    def subscribe(self, listener: RebalanceListener) -> None:
+        """Join the group on the uploads topic; `listener` hears of every rebalance."""
+        ...
+
     def poll(self, timeout_s: float, max_records: int) -> list[Message]: ...
 
     def commit(self, positions: dict[Partition, int]) -> None: ...
@@ -93,30 +105,26 @@ def security_options(settings: KafkaSettings) -> dict[str, Any]:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(
-        self,
-        on_revoked: Callable[[set[Partition]], None],
-        on_assigned: Callable[[set[Partition]], None],
-    ) -> None:
-        self._on_revoked = on_revoked
-        self._on_assigned = on_assigned
+    def __init__(self, listener: RebalanceListener) -> None:
+        self._listener = listener
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self._on_revoked({Partition(tp.topic, tp.partition) for tp in revoked})
+        self._listener.on_partitions_revoked({Partition(tp.topic, tp.partition) for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._on_assigned({Partition(tp.topic, tp.partition) for tp in assigned})
+        self._listener.on_partitions_assigned(
+            {Partition(tp.topic, tp.partition) for tp in assigned}
+        )
 
 
 class KafkaUploadSource:
-    """A consumer-group member on the uploads topic; auto-commit off, commits explicit."""
+    """A consumer-group member on the uploads topic; auto-commit off, commits explicit.
 
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        on_revoked: Callable[[set[Partition]], None],
-        on_assigned: Callable[[set[Partition]], None] = lambda _: None,
-    ) -> None:
+    Made without a subscription; `subscribe` joins the group (at the first `poll`).
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._topic = settings.uploads_topic
         self._consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
             group_id=settings.group_id,
@@ -129,9 +137,9 @@ class KafkaUploadSource:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             **security_options(settings),
         )
-        self._consumer.subscribe(
-            [settings.uploads_topic], listener=_Rebalance(on_revoked, on_assigned)
-        )
+
+    def subscribe(self, listener: RebalanceListener) -> None:
+        self._consumer.subscribe([self._topic], listener=_Rebalance(listener))
 
     def poll(self, timeout_s: float, max_records: int) -> list[Message]:
         batches = self._consumer.poll(
@@ -237,23 +245,64 @@ class KafkaEventSink:
 
 
 class InMemoryUploadSource:
-    """`UploadSource` over a list of messages (one consumer, no rebalances)."""
+    """`UploadSource` over a list of messages: one consumer, assigned every partition.
+
+    `rebalance(assigned)` stands for an eager rebalance, as kafka-python does them:
+    at the next `poll` the listener hears that every partition is revoked, then
+    that `assigned` is; pauses are forgotten, and only `assigned` is delivered
+    from then on.
+    """
 
     def __init__(self, messages: Iterable[Message]) -> None:
         self._pending = list(messages)
         self._lock = threading.Lock()
+        self._assigned = {m.where for m in self._pending}
         self._paused: set[Partition] = set()
+        self._listener: RebalanceListener | None = None
+        self._rebalances: list[set[Partition]] = []
+        self._joined = False
         self.commits: list[dict[Partition, int]] = []
         self.closed = False
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+    def subscribe(self, listener: RebalanceListener) -> None:
+        self._listener = listener
+
+    def rebalance(self, assigned: Iterable[Partition]) -> None:
         with self._lock:
-            ready = [m for m in self._pending if m.where not in self._paused][:max_records]
+            self._rebalances.append(set(assigned))
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        self._apply_rebalances()
+        with self._lock:
+            ready = [
+                m
+                for m in self._pending
+                if m.where in self._assigned and m.where not in self._paused
+            ][:max_records]
             for message in ready:
                 self._pending.remove(message)
         if not ready:
             threading.Event().wait(min(timeout_s, 0.01))
         return ready
+
+    def _apply_rebalances(self) -> None:
+        """The first join, then each eager rebalance asked for (callbacks outside the lock)."""
+        listener = self._listener
+        if listener is None:
+            return
+        if not self._joined:
+            self._joined = True
+            listener.on_partitions_assigned(self.assignment())
+        while True:
+            with self._lock:
+                if not self._rebalances:
+                    return
+                assigned = self._rebalances.pop(0)
+                revoked = set(self._assigned)
+            listener.on_partitions_revoked(revoked)
+            with self._lock:
+                self._assigned, self._paused = set(assigned), set()
+            listener.on_partitions_assigned(assigned)
 
     def commit(self, positions: dict[Partition, int]) -> None:
         if positions:
@@ -270,13 +319,19 @@ class InMemoryUploadSource:
 
     def assignment(self) -> set[Partition]:
         with self._lock:
-            return {m.where for m in self._pending} | self._paused
+            return set(self._assigned)
+
+    def paused(self) -> set[Partition]:
+        with self._lock:
+            return set(self._paused)
 
     def pause(self, partitions: Iterable[Partition]) -> None:
-        self._paused |= set(partitions)
+        with self._lock:
+            self._paused |= set(partitions) & self._assigned
 
     def resume(self, partitions: Iterable[Partition]) -> None:
-        self._paused -= set(partitions)
+        with self._lock:
+            self._paused -= set(partitions)
 
     def lag(self) -> dict[Partition, int]:
         with self._lock:

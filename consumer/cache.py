@@ -30,9 +30,12 @@ import structlog
 from cachetools import TTLCache
 
 from consumer.metrics import Metrics
+from consumer.settings import RedisSettings
 from schemas.verdict import VERDICT_SCHEMA_VERSION, ScreeningVerdict
 
 log = structlog.get_logger(__name__)
+
+_DEFAULTS = RedisSettings()  # the defaults live in the settings; these are for tests
 
 _DELETE_IF_EQUAL = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -104,9 +107,9 @@ class InMemoryVerdictCache:
     def __init__(
         self,
         *,
-        max_entries: int = 10_000,
-        verdict_ttl_s: float = 30 * 24 * 3600,
-        claim_ttl_s: float = 900,
+        max_entries: int = _DEFAULTS.memory_max_entries,
+        verdict_ttl_s: float = _DEFAULTS.verdict_ttl_s,
+        claim_ttl_s: float = _DEFAULTS.claim_ttl_s,
         metrics: Metrics | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -161,11 +164,11 @@ class RedisVerdictCache:
         url: str,
         *,
         password: str | None = None,
-        prefix: str = "deepscreen:v1",
-        verdict_ttl_s: int = 30 * 24 * 3600,
-        claim_ttl_s: int = 900,
-        socket_timeout_s: float = 0.25,
-        retry_after_s: float = 5.0,
+        prefix: str = _DEFAULTS.key_prefix,
+        verdict_ttl_s: int = _DEFAULTS.verdict_ttl_s,
+        claim_ttl_s: int = _DEFAULTS.claim_ttl_s,
+        socket_timeout_s: float = _DEFAULTS.socket_timeout_s,
+        retry_after_s: float = _DEFAULTS.retry_after_s,
         metrics: Metrics | None = None,
     ) -> None:
         self._client = redis.Redis.from_url(

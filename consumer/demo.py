@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -118,7 +118,7 @@ def run_demo(
 
 def _publish_uploads(bootstrap: str, videos: list[Path], not_video: Path) -> int:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
 
     def send(video_id: str, path: Path, *, cloudevent: bool = False) -> None:
         event = {"video_id": video_id, "uri": path.resolve().as_uri(), "uploaded_at": now}

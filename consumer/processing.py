@@ -18,12 +18,12 @@ This is what a worker thread does with a message. The rules:
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -44,6 +44,16 @@ log = structlog.get_logger("deepscreen")
 _TRANSIENT = frozenset({Reason.DECODE_TIMEOUT, Reason.DECODER_CRASHED})
 
 
+class StopFlag(Protocol):
+    """The service's run state as a worker sees it (a `threading.Event` will do in tests)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True (at once) when the service is stopping."""
+        ...
+
+
 class HandedBack(Exception):
     """The service is stopping; this message stays uncommitted and will be redelivered."""
 
@@ -62,7 +72,7 @@ class UploadProcessor:
         cache: VerdictCache,
         sink: EventSink,
         metrics: Metrics,
-        stopping: threading.Event,
+        stopping: StopFlag,
     ) -> None:
         self._settings = settings
         self._screen = screen
@@ -205,7 +215,7 @@ class UploadProcessor:
                 "video_id": upload.video_id,
                 "uri": upload.uri,
                 "cache_hit": True,
-                "screened_at": datetime.now(timezone.utc),
+                "screened_at": datetime.now(UTC),
                 "processing_ms": round((time.monotonic() - started) * 1000),
             }
         )
@@ -234,7 +244,7 @@ class UploadProcessor:
             reason=reason,
             detail=detail[:2048],
             attempts=attempts,
-            failed_at=datetime.now(timezone.utc),
+            failed_at=datetime.now(UTC),
         )
         self._send(
             self._settings.kafka.dlq_topic,

@@ -119,6 +119,12 @@ class RunState:
         with self._lock:
             self._outcomes += 1
 
+    @property
+    def outcomes(self) -> int:
+        """Messages of this run whose outcome is published (and so may be committed)."""
+        with self._lock:
+            return self._outcomes
+
     def end(self, *, failed: bool) -> None:
         self.ready = False
         self._failed = failed
@@ -195,10 +201,10 @@ class Service:
     def run(self, max_messages: int | None = None) -> None:
         """Screen uploads until stopped, or until `max_messages` have an outcome."""
         state = self.state
-        self._source.subscribe(self)
         state.begin(max_messages)
         failed = False
         try:
+            self._source.subscribe(self)
             while state.running:
                 room = self._throttle()
                 self._poll(room)

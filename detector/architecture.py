@@ -9,7 +9,7 @@ model of ours is put together.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from schemas.model import ModelMetadata, Thresholds, TrainingSummary
@@ -76,5 +76,5 @@ def model_metadata(
         trained=trained,
         weights_dtype=weights_dtype,
         training=training,
-        created_at=created_at or datetime.now(timezone.utc),
+        created_at=created_at or datetime.now(UTC),
     )

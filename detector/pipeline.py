@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +175,7 @@ class Detector:
             frames_analyzed=extraction.frames_analyzed if extraction else 0,
             video=extraction.probe.properties() if extraction else None,
             warnings=extraction.warnings if extraction else [],
-            screened_at=datetime.now(timezone.utc),
+            screened_at=datetime.now(UTC),
             processing_ms=round((time.monotonic() - started) * 1000),
         )
 

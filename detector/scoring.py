@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 import numpy as np
@@ -143,7 +143,7 @@ class InMemoryScorer:
             lstm_hidden=256,
             trained=False,
             name="in-memory",
-            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
         self.calls: list[int] = []
 

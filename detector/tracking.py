@@ -63,9 +63,7 @@ def iou(a: Boxes, b: Boxes) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def greedy_match(
-    known: Sequence[Boxes], new: Sequence[Boxes], min_iou: float
-) -> dict[int, int]:
+def greedy_match(known: Sequence[Boxes], new: Sequence[Boxes], min_iou: float) -> dict[int, int]:
     """Pairs (new index → known index) by IoU, best pair first, each box used once.
 
     Pairs overlapping less than `min_iou` are never made. Greedy rather than

@@ -19,6 +19,3 @@ app.add_typer(model.app, name="model")
 app.add_typer(schemas.app, name="schemas")
 
 __all__ = ["app", "model", "schemas", "service"]
-
-if __name__ == "__main__":
-    app()

@@ -1,13 +1,11 @@
 """Training objectives: labels alone, or labels plus what a trained teacher model says.
 
-Why distillation: nothing pretrained exists here for ResNeXt50, and from scratch on a CPU
-it learned nothing from self-blended labels in the time given (see MODEL_CARD.md), while
-a MobileNetV2 started from ImageNet weights (the one file of that kind that can be had
-offline) learns the same task in minutes. A teacher artifact trained that way can pass
-on what it learned: for every frame its features, 1280 numbers where a label gives one
-bit per clip, and for every clip its probability (a soft label). The student keeps its
-own architecture; the adapter that maps its features onto the teacher's is used only in
-training and is not part of the exported model.
+Why distillation: a ResNeXt50 from scratch gets one bit per clip from a label, while a
+teacher that has learned the task (a MobileNetV2 started from ImageNet weights, say) can
+pass on much more: for every frame its features, 1280 numbers, and for every clip its
+probability (a soft label); the runs that led here are in MODEL_CARD.md. The student
+keeps its own architecture; the adapter that maps its features onto the teacher's is
+used only in training and is not part of the exported model.
 
     loss = BCE(student logit, label)
          + weight * (MSE(adapter(student features), standardised teacher features)

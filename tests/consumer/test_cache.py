@@ -124,14 +124,14 @@ def test_the_redis_key_is_prefix_schema_version_model_and_content(
     cache = RedisVerdictCache(redis_server.url, prefix="layout")
     client = redis_server.client()
     # An entry from before the schema version was part of the key is not read as current.
-    client.set(f"layout:verdict:{KEY.model_sha256}:{KEY.content_sha256}", verdict().model_dump_json())
+    shas = f"{KEY.model_sha256}:{KEY.content_sha256}"
+    client.set(f"layout:verdict:{shas}", verdict().model_dump_json())
     assert cache.get(KEY) is None
     cache.put(KEY, verdict())
-    expected = f"layout:verdict:schema{VERDICT_SCHEMA_VERSION}:{KEY.model_sha256}:{KEY.content_sha256}"
+    expected = f"layout:verdict:schema{VERDICT_SCHEMA_VERSION}:{shas}"
     assert expected.encode() in client.keys("layout:verdict:*")
     cache.claim(KEY, "me")
-    claim = f"layout:claim:schema{VERDICT_SCHEMA_VERSION}:{KEY.model_sha256}:{KEY.content_sha256}"
-    assert client.get(claim) == b"me"
+    assert client.get(f"layout:claim:schema{VERDICT_SCHEMA_VERSION}:{shas}") == b"me"
     client.close()
     cache.close()
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consumer.broker import InMemoryEventSink, InMemoryUploadSource, Message
 from consumer.cache import InMemoryVerdictCache
@@ -14,10 +19,13 @@ from consumer.media import InMemoryFetcher
 from consumer.metrics import Metrics
 from consumer.offsets import Partition
 from consumer.processing import UploadProcessor
-from consumer.service import Service
+from consumer.service import RunState, Service
 from consumer.settings import KafkaSettings, Settings
 from schemas import ScreeningVerdict
 from tests.schemas.factories import unreadable
+
+P0 = Partition("uploads", 0)
+P1 = Partition("uploads", 1)
 
 
 def uploads(count: int, partitions: int = 2) -> list[Message]:
@@ -32,19 +40,29 @@ def uploads(count: int, partitions: int = 2) -> list[Message]:
 
 
 class SlowScreen:
-    """Stands in for the detector: takes `seconds`, records how many ran at once."""
+    """Stands in for the detector: takes `seconds`, records how many ran at once.
 
-    def __init__(self, seconds: float) -> None:
+    A video id in `held` is not finished until `release(video_id)`.
+    """
+
+    def __init__(self, seconds: float, held: tuple[str, ...] = ()) -> None:
         self.seconds = seconds
         self.running = 0
         self.most = 0
         self.lock = threading.Lock()
+        self.gates = {video_id: threading.Event() for video_id in held}
+
+    def release(self, video_id: str) -> None:
+        self.gates[video_id].set()
 
     def __call__(self, path: Path, **kwargs: Any) -> ScreeningVerdict:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
         time.sleep(self.seconds)
+        gate = self.gates.get(kwargs["video_id"])
+        if gate is not None:
+            assert gate.wait(10), "never released"
         with self.lock:
             self.running -= 1
         return unreadable(
@@ -53,32 +71,43 @@ class SlowScreen:
 
 
 def service_for(
-    messages: list[Message], screen: SlowScreen, **kafka: Any
-) -> tuple[Service, InMemoryUploadSource, InMemoryEventSink]:
+    messages: list[Message], screen: SlowScreen, source: InMemoryUploadSource | None = None,
+    **kafka: Any,
+) -> tuple[Service, InMemoryUploadSource, InMemoryEventSink]:  # fmt: skip
     settings = Settings(
-        kafka=KafkaSettings(verdicts_topic="verdicts", commit_interval_s=0.05, **kafka),
+        kafka=KafkaSettings(verdicts_topic="verdicts", **{"commit_interval_s": 0.05, **kafka}),
         drain_seconds=10,
     )
-    source = InMemoryUploadSource(messages)
+    source = source or InMemoryUploadSource(messages)
     sink = InMemoryEventSink()
-    stopping = threading.Event()
+    state = RunState()
     fetcher = InMemoryFetcher({f"file:///m/{i}.mp4": f"video {i}".encode() for i in range(100)})
     processor = UploadProcessor(
         settings, screen=screen, model_sha256="a" * 64, fetcher=fetcher,
-        cache=InMemoryVerdictCache(), sink=sink, metrics=Metrics(), stopping=stopping,
+        cache=InMemoryVerdictCache(), sink=sink, metrics=Metrics(), stopping=state,
     )  # fmt: skip
     service = Service(
-        settings, source_factory=lambda _: source, sink=sink, processor=processor,
-        metrics=Metrics(), stopping=stopping,
+        settings, source=source, sink=sink, processor=processor, metrics=Metrics(), state=state,
     )  # fmt: skip
     return service, source, sink
+
+
+def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def verdict_ids(sink: InMemoryEventSink) -> set[str]:
+    return {json.loads(event.value)["data"]["video_id"] for event in sink.on("verdicts")}
 
 
 def test_run_stops_after_n_outcomes_and_commits_every_partition_to_its_end() -> None:
     service, source, sink = service_for(uploads(6), SlowScreen(0.01))
     service.run(max_messages=6)
     assert len(sink.on("verdicts")) == 6
-    assert source.committed() == {Partition("uploads", 0): 3, Partition("uploads", 1): 3}
+    assert source.committed() == {P0: 3, P1: 3}
     assert source.closed
 
 
@@ -93,14 +122,135 @@ def test_no_more_than_max_in_flight_videos_are_screened_at_once() -> None:
 def test_a_stop_finishes_in_flight_work_commits_it_and_takes_nothing_new() -> None:
     screen = SlowScreen(0.5)
     service, source, sink = service_for(uploads(8, partitions=1), screen, max_in_flight=2)
-    runner = threading.Thread(target=service.run)
+    runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
-    while screen.running < 2:
-        time.sleep(0.01)
+    until(lambda: screen.running >= 2)
     stopped_at = time.monotonic()
-    service.stopping.set()
+    service.stop()
     runner.join(timeout=15)
     assert not runner.is_alive()
     assert time.monotonic() - stopped_at < 5
     assert len(sink.on("verdicts")) == 2  # the two in flight finished; no new ones started
     assert source.committed() == {Partition("uploads", 0): 2}
+
+
+def test_a_revoked_partition_has_its_finished_prefix_committed_and_nothing_after() -> None:
+    """The finished work of a partition given to another member is committed as it goes."""
+    screen = SlowScreen(0.0, held=("v-4",))  # P0: v-0, v-2 finish; v-4 (offset 2) is held
+    service, source, sink = service_for(uploads(6), screen, max_in_flight=6, commit_interval_s=3600)
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    until(lambda: service.state.outcomes == 5)
+    source.rebalance([P1])  # P0 goes to another member
+    until(lambda: source.commits != [])
+    assert source.commits == [{P0: 2, P1: 3}]  # P0 up to its held offset; P1 complete
+    screen.release("v-4")
+    until(lambda: "v-4" in verdict_ids(sink))
+    service.stop()
+    runner.join(timeout=15)
+    assert source.committed() == {P0: 2, P1: 3}  # P0 is not ours any more: v-4 is redone
+
+
+def test_a_partition_an_eager_rebalance_hands_straight_back_keeps_its_finished_work() -> None:
+    screen = SlowScreen(0.0, held=("v-0",))  # offset 0 is held, offset 1 finishes first
+    service, source, sink = service_for(
+        uploads(2, partitions=1), screen, max_in_flight=2, commit_interval_s=3600
+    )
+    runner = threading.Thread(target=service.run, kwargs={"max_messages": 2}, daemon=True)
+    runner.start()
+    until(lambda: service.state.outcomes == 1)
+    assert verdict_ids(sink) == {"v-1"}
+    source.rebalance([P0])  # revoked and assigned again at once
+    until(lambda: source.commits != [])
+    assert source.commits == [{P0: 0}]  # nothing contiguous was finished yet
+    screen.release("v-0")
+    runner.join(timeout=15)
+    assert not runner.is_alive()
+    assert source.committed() == {P0: 2}  # offset 1, finished before the rebalance, counts
+
+
+def test_a_record_that_a_rebalance_lets_through_while_paused_is_screened_not_dropped() -> None:
+    """A rebalance unpauses what it assigns, so the paused loop's keep-alive poll may
+    return a record; it must get an outcome, or the commits behind it would skip it."""
+    screen = SlowScreen(0.0, held=("v-0",))
+    messages = uploads(3)  # P0: v-0, v-2; P1: v-1
+    service, source, sink = service_for(messages, screen, max_in_flight=1)
+    runner = threading.Thread(target=service.run, kwargs={"max_messages": 3}, daemon=True)
+    runner.start()
+    until(lambda: screen.running == 1 and source.paused() == {P0, P1})
+    source.rebalance([P0, P1])
+    until(lambda: source.lag() == {P0: 1})  # v-1 came through the keep-alive poll
+    until(lambda: source.paused() == {P0, P1})  # and the loop, still full, paused again
+    screen.release("v-0")
+    runner.join(timeout=15)
+    assert not runner.is_alive()
+    assert verdict_ids(sink) == {"v-0", "v-1", "v-2"}
+    assert source.committed() == {P0: 2, P1: 1}
+
+
+def test_liveness_follows_the_polling_loop() -> None:
+    class StuckSource(InMemoryUploadSource):
+        def __init__(self) -> None:
+            super().__init__([])
+            self.unstuck = threading.Event()
+            self.polls = 0
+
+        def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+            self.polls += 1
+            if self.polls == 5:
+                assert self.unstuck.wait(10)
+            return super().poll(timeout_s, max_records)
+
+    source = StuckSource()
+    service, _, _ = service_for([], SlowScreen(0.0), source=source)
+    state = service.state
+    assert state.alive(stale_after_s=0.3)  # not started is not dead
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    until(lambda: source.polls >= 5)
+    until(lambda: not state.alive(stale_after_s=0.3), timeout_s=2)
+    source.unstuck.set()
+    until(lambda: state.alive(stale_after_s=0.3), timeout_s=2)
+    service.stop()
+    runner.join(timeout=15)
+    assert state.alive(stale_after_s=0.3) and not state.ready  # stopped on purpose
+
+
+def test_a_loop_that_raised_is_not_alive() -> None:
+    class BrokenSource(InMemoryUploadSource):
+        def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+            raise RuntimeError("the client is broken")
+
+    service, source, _ = service_for([], SlowScreen(0.0), source=BrokenSource([]))
+    with pytest.raises(RuntimeError):
+        service.run()
+    assert not service.state.alive(stale_after_s=60)
+    assert source.closed
+
+
+payloads = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=100).map(str.encode),
+    st.fixed_dictionaries(
+        {"video_id": st.text(max_size=30), "uri": st.sampled_from(
+            ["file:///m/1.mp4", "file:///m/2.mp4", "file:///m/missing.mp4", "https://x/y", ""]),
+         "uploaded_at": st.sampled_from(["2026-11-20T10:00:00Z", "yesterday", ""])},
+        optional={"sha256": st.text(max_size=70), "size_bytes": st.integers(),
+                  "metadata": st.dictionaries(st.text(max_size=5), st.text(max_size=5))},
+    ).map(lambda d: json.dumps(d).encode()),
+    st.none(),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(payloads, min_size=1, max_size=8))
+def test_arbitrary_payloads_each_get_exactly_one_outcome_and_are_committed(
+    batch: list[bytes | None],
+) -> None:
+    """The unit twin of the integration test of the same idea, with many more examples."""
+    messages = [Message("uploads", 0, i, None, value) for i, value in enumerate(batch)]
+    service, source, sink = service_for([], SlowScreen(0.0), source=InMemoryUploadSource(messages))
+    service.run(max_messages=len(batch))
+    outcomes = [*sink.on("verdicts"), *sink.on(service.settings.kafka.dlq_topic)]
+    assert len(outcomes) == len(batch)
+    assert source.committed() == {P0: len(batch)}

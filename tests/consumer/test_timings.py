@@ -16,7 +16,7 @@ from consumer.cache import CacheKey, InMemoryVerdictCache
 from consumer.media import InMemoryFetcher
 from consumer.metrics import Metrics
 from consumer.processing import HandedBack, UploadProcessor
-from consumer.service import Service
+from consumer.service import RunState, Service
 from consumer.settings import KafkaSettings, RedisSettings, Settings
 from schemas import ScreeningVerdict
 from tests.schemas.factories import unreadable
@@ -143,11 +143,11 @@ def test_the_producer_is_flushed_before_a_commit_within_the_flush_timeout() -> N
     source = InMemoryUploadSource([upload("v-1", 0), upload("v-2", 1)])
     service = Service(
         settings,
-        source_factory=lambda _: source,
+        source=source,
         sink=sink,
         processor=processor(settings, stopping, sink),
         metrics=Metrics(),
-        stopping=stopping,
+        state=RunState(),
     )
     service.run(max_messages=2)
     assert source.committed() and sink.flush_timeouts

@@ -361,7 +361,7 @@ def test_timing_values_render_into_the_producer_publish_and_claim_settings(
             "publishBackoffMaxS": 2,
             "flushTimeoutS": 45,
         },
-        "redis": {"claimPollS": 0.5},
+        "redis": {"claimPollS": 0.5, "memoryMaxEntries": 500},
     }
     env = environment(render(chart, values))
     assert env["DEEPSCREEN_KAFKA__PRODUCER_LINGER_MS"] == "20"
@@ -374,6 +374,7 @@ def test_timing_values_render_into_the_producer_publish_and_claim_settings(
     )
     assert (kafka.publish_backoff_initial_s, kafka.publish_backoff_max_s) == (0.1, 2.0)
     assert (kafka.flush_timeout_s, settings.redis.claim_poll_s) == (45.0, 0.5)
+    assert settings.redis.memory_max_entries == 500
 
 
 # ------------------------------------------------------------- deployment --

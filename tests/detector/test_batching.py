@@ -27,6 +27,9 @@ class Zeros:
     def score(self, clips: Clips) -> Scores:
         return np.zeros(len(clips), dtype=np.float32)
 
+    def close(self) -> None:
+        pass
+
 
 def test_only_the_most_recent_batch_sizes_are_kept_while_the_totals_count_everything() -> None:
     batcher = BatchingScorer(Zeros(), max_batch=2, max_wait_s=0.0)

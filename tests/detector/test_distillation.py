@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,13 @@ class Crash(Exception):
     """Stands for the process dying: `train` stops where it is, and its checkpoints stay."""
 
 
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
 def recorder(
     events: list[Progress], crash_at_step: int | None = None
 ) -> Callable[[Progress], None]:
@@ -140,40 +147,37 @@ def recorder(
     return on_progress
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_distillation_interrupted_after_one_epoch_resumes_to_the_same_losses_and_weights(
     small_cache: ClipIndex, teacher_path: Path, tmp_path: Path
 ) -> None:
     config = TrainConfig(
         lstm_hidden=8, epochs=2, batch_size=4, train_frames=2, validation_share=0.25,
         backbone="mobilenet_v2", teacher=str(teacher_path), weights_dtype="float32",
-        bn_init_batches=2,
+        bn_init_batches=2, device="cpu",
     )  # fmt: skip
-    torch.use_deterministic_algorithms(True)
-    try:
-        whole: list[Progress] = []
+    whole: list[Progress] = []
+    train(
+        small_cache, tmp_path / "whole.pt", config, checkpoint_dir=tmp_path / "whole",
+        on_progress=recorder(whole),
+    )  # fmt: skip
+    per_epoch = whole[-1].step // 2  # 3 batches
+    with pytest.raises(Crash):  # in the second epoch's first step
         train(
-            small_cache, tmp_path / "whole.pt", config, checkpoint_dir=tmp_path / "whole",
-            on_progress=recorder(whole),
+            small_cache, tmp_path / "crashed.pt", config, checkpoint_dir=tmp_path / "ckpt",
+            on_progress=recorder([], crash_at_step=per_epoch + 1),
         )  # fmt: skip
-        per_epoch = whole[-1].step // 2  # 3 batches
-        with pytest.raises(Crash):  # in the second epoch's first step
-            train(
-                small_cache, tmp_path / "crashed.pt", config, checkpoint_dir=tmp_path / "ckpt",
-                on_progress=recorder([], crash_at_step=per_epoch + 1),
-            )  # fmt: skip
-        checkpoint = tmp_path / "ckpt" / "last.ckpt"
-        saved = torch.load(checkpoint, weights_only=True)
-        assert saved["step"] == per_epoch
-        assert set(saved["objective"]) == {"adapter.weight", "adapter.bias", "feature_mean",
-                                           "feature_std"}  # fmt: skip
-        assert saved["objective"]["feature_std"].shape == (1280,)
-        resumed: list[Progress] = []
-        train(
-            small_cache, tmp_path / "resumed.pt", config, checkpoint_dir=tmp_path / "ckpt",
-            resume=checkpoint, on_progress=recorder(resumed),
-        )  # fmt: skip
-    finally:
-        torch.use_deterministic_algorithms(False)
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["step"] == per_epoch
+    assert set(saved["objective"]) == {"adapter.weight", "adapter.bias", "feature_mean",
+                                       "feature_std"}  # fmt: skip
+    assert saved["objective"]["feature_std"].shape == (1280,)
+    resumed: list[Progress] = []
+    train(
+        small_cache, tmp_path / "resumed.pt", config, checkpoint_dir=tmp_path / "ckpt",
+        resume=checkpoint, on_progress=recorder(resumed),
+    )  # fmt: skip
     # Only the second epoch ran, with the uninterrupted run's losses, to its weights:
     # the student's and the adapter's (the teacher's feature scale was kept, not remeasured).
     assert resumed[0].step == per_epoch + 1

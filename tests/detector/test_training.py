@@ -15,7 +15,13 @@ from detector.artifact import load, read_metadata
 from detector.scoring import normalisation_tensors, normalise
 from detector.training.data import ClipCache, ClipIndex, LabelledClip, split_by_group
 from detector.training.model import ClipClassifier
-from detector.training.trainer import Progress, TrainConfig, initialise_batch_norm, train
+from detector.training.trainer import (
+    Progress,
+    TrainConfig,
+    initialise_batch_norm,
+    train,
+    validate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +140,11 @@ def deterministic() -> Iterator[None]:
     torch.use_deterministic_algorithms(False)
 
 
-# The lighter backbone from scratch (ResNeXt50 takes the same path, ten times slower).
-RESUMABLE = TrainConfig(**{**CONFIG.__dict__, "backbone": "mobilenet_v2", "bn_init_batches": 2})
+# The lighter backbone from scratch (ResNeXt50 takes the same path, ten times slower),
+# on the CPU, where `deterministic` makes two runs' floats equal.
+RESUMABLE = TrainConfig(
+    **{**CONFIG.__dict__, "backbone": "mobilenet_v2", "bn_init_batches": 2, "device": "cpu"}
+)
 
 
 @pytest.mark.usefixtures("deterministic")
@@ -231,6 +240,17 @@ def test_a_time_budget_stops_training_cleanly(learnable: ClipIndex, tmp_path: Pa
     result = train(learnable, tmp_path / "m.pt", config, checkpoint_dir=tmp_path / "ckpt")
     assert result.stopped_early and result.steps == 1
     assert (tmp_path / "m.pt").exists()
+
+
+def test_validation_is_a_roc_auc_or_none_without_both_classes(learnable: ClipIndex) -> None:
+    torch.manual_seed(0)
+    model = ClipClassifier(lstm_hidden=8, backbone="mobilenet_v2")
+    cpu = torch.device("cpu")
+    reals = np.flatnonzero(learnable.labels == 0)
+    assert validate(model, learnable, reals, RESUMABLE, cpu) is None
+    assert validate(model, learnable, reals[:0], RESUMABLE, cpu) is None
+    auc = validate(model, learnable, np.arange(len(learnable)), RESUMABLE, cpu)
+    assert auc is not None and 0.0 <= auc <= 1.0
 
 
 def test_the_split_keeps_every_source_on_one_side() -> None:

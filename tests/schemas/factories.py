@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas import (
@@ -49,7 +49,7 @@ def verdict(**overrides: Any) -> ScreeningVerdict:
         "timeline": [CLIP],
         "faces_tracked": 1,
         "frames_analyzed": 20,
-        "screened_at": datetime(2026, 11, 20, tzinfo=timezone.utc),
+        "screened_at": datetime(2026, 11, 20, tzinfo=UTC),
         "processing_ms": 1200,
     }
     fields.update(overrides)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from schemas import DeadLetter
 
@@ -14,7 +14,7 @@ def test_a_dead_letter_travels_as_kafka_headers_and_back() -> None:
         reason="invalid_event",
         detail="uri: scheme must be one of file, http, https, s3",
         attempts=1,
-        failed_at=datetime(2026, 11, 20, 10, tzinfo=timezone.utc),
+        failed_at=datetime(2026, 11, 20, 10, tzinfo=UTC),
     )
     headers = letter.to_headers()
     assert ("deepscreen-source-topic", b"media.uploads") in headers

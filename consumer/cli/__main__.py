@@ -1,0 +1,5 @@
+"""`python -m consumer.cli`: the `deepscreen` command without the installed script."""
+
+from consumer.cli import app
+
+app()
