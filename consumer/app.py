@@ -19,10 +19,8 @@ from consumer.processing import UploadProcessor
 from consumer.service import RunState, Service
 from consumer.settings import Settings
 from detector.artifact import load
-from detector.batching import BatchingScorer
 from detector.isolation import ExtractFn, IsolatedExtractor, default_extract
-from detector.pipeline import Detector
-from detector.scoring import TorchScorer
+from detector.pipeline import build_detector
 
 log = structlog.get_logger("deepscreen")
 
@@ -85,14 +83,6 @@ def build_app(
     )
     if not loaded.info.trained:
         log.warning("model_untrained", effect="scores mean nothing; for tests and demos only")
-    scorer = BatchingScorer(
-        TorchScorer(
-            loaded, max_batch=detector_settings.batch_size, precision=detector_settings.precision
-        ),
-        max_batch=detector_settings.batch_size,
-        max_wait_s=detector_settings.batch_wait_ms / 1000,
-        on_batch=metrics.batch_size.observe,
-    )
     extractor = IsolatedExtractor(
         detector_settings.detector_config(settings.media.max_bytes),
         workers=detector_settings.extraction_workers,
@@ -100,7 +90,14 @@ def build_app(
         extract=extract,
         on_crash=metrics.decoder_crashes.inc,
     )
-    detector = Detector(scorer, extractor=extractor)
+    detector = build_detector(
+        loaded,
+        batch_size=detector_settings.batch_size,
+        batch_wait_s=detector_settings.batch_wait_ms / 1000,
+        precision=detector_settings.precision,
+        extractor=extractor,
+        on_batch=metrics.batch_size.observe,
+    )
     cache = cache or build_cache(settings, metrics)
     sink = sink or KafkaEventSink(settings.kafka)
     processor = UploadProcessor(
@@ -115,8 +112,7 @@ def build_app(
     )
     health: HealthServer | None = None
     closers: list[tuple[str, Callable[[], None]]] = [
-        ("scorer", scorer.close),
-        ("decoders", extractor.close),
+        ("scorer, then decoders", detector.close),
         ("cache", cache.close),
     ]
     service = Service(

@@ -31,8 +31,10 @@ from pydantic_settings import (
 from consumer.media import FetchPolicy
 from detector.config import (
     PACKAGED_MODEL,
+    BatchingConfig,
     DetectorConfig,
     FaceConfig,
+    IsolationConfig,
     MediaLimits,
     SamplingConfig,
 )
@@ -158,11 +160,15 @@ class DetectorSettings(_Section):
     model_path: Path = PACKAGED_MODEL
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_ms: float = Field(default=20.0, ge=0)
+    batch_size: int = Field(default=BatchingConfig.batch_size, ge=1, le=1024)
+    batch_wait_ms: float = Field(default=BatchingConfig.wait_s * 1000, ge=0)
     windows: int = Field(default=SamplingConfig.windows, ge=1, le=SamplingConfig.max_windows)
-    extraction_workers: int = Field(default=2, ge=1, le=64, description="decoder processes")
-    extraction_memory_mb: int = Field(default=4096, ge=256, description="per decoder process")
+    extraction_workers: int = Field(
+        default=IsolationConfig.workers, ge=1, le=64, description="decoder processes"
+    )
+    extraction_memory_mb: int = Field(
+        default=IsolationConfig.memory_limit_mb, ge=256, description="per decoder process"
+    )
     max_pixels: int = Field(default=MediaLimits.max_pixels, ge=1)
     max_duration_s: float = Field(default=MediaLimits.max_duration_s, gt=0)
     max_frames: int = Field(default=MediaLimits.max_frames, ge=1)

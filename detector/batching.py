@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.arrays import Clips, Scores
+from detector.config import BatchingConfig
 from detector.scoring import ClipScorer
 from schemas.model import ModelInfo, ModelMetadata
 
@@ -58,8 +59,8 @@ class BatchingScorer:
     def __init__(
         self,
         scorer: ClipScorer,
-        max_batch: int = 32,
-        max_wait_s: float = 0.02,
+        max_batch: int = BatchingConfig.batch_size,
+        max_wait_s: float = BatchingConfig.wait_s,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1:

@@ -55,6 +55,22 @@ class FaceConfig:
 
 
 @dataclass(frozen=True)
+class BatchingConfig:
+    """Clips of concurrent videos are scored together: up to `batch_size`, waiting `wait_s`."""
+
+    batch_size: int = 32
+    wait_s: float = 0.02
+
+
+@dataclass(frozen=True)
+class IsolationConfig:
+    """Decoder worker processes: how many videos are decoded at once, and their memory cap."""
+
+    workers: int = 2
+    memory_limit_mb: int = 4096
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
     limits: MediaLimits = field(default_factory=MediaLimits)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -26,7 +26,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from detector.config import DetectorConfig
+from detector.config import DetectorConfig, IsolationConfig
 from detector.extraction import Extraction, extract_face_clips
 from detector.faces import FaceDetector, MediaPipeFaceDetector
 from detector.probe import Unreadable
@@ -58,8 +58,8 @@ class IsolatedExtractor:
     def __init__(
         self,
         config: DetectorConfig,
-        workers: int = 2,
-        memory_limit_mb: int = 4096,
+        workers: int = IsolationConfig.workers,
+        memory_limit_mb: int = IsolationConfig.memory_limit_mb,
         extract: ExtractFn = default_extract,
         on_crash: Callable[[], None] | None = None,
     ) -> None:

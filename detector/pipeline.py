@@ -19,7 +19,7 @@ import numpy as np
 from detector.aggregation import decide, rounded, track_scores, video_score
 from detector.artifact import LoadedModel, sha256_file
 from detector.batching import BatchingScorer
-from detector.config import DetectorConfig
+from detector.config import BatchingConfig, DetectorConfig
 from detector.extraction import Extraction, Extractor, InProcessExtractor, StageTimes
 from detector.faces import FaceDetector
 from detector.probe import Unreadable
@@ -191,8 +191,8 @@ def build_detector(
     model: LoadedModel,
     config: DetectorConfig | None = None,
     *,
-    batch_size: int = 32,
-    batch_wait_s: float = 0.02,
+    batch_size: int = BatchingConfig.batch_size,
+    batch_wait_s: float = BatchingConfig.wait_s,
     precision: Precision = "auto",
     extractor: Extractor | None = None,
     on_batch: Callable[[int], None] | None = None,

@@ -20,6 +20,7 @@ import torch
 from detector.architecture import model_metadata
 from detector.arrays import Clips, Scores
 from detector.artifact import LoadedModel, model_info
+from detector.config import BatchingConfig
 from schemas.model import ModelInfo, ModelMetadata
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -45,7 +46,10 @@ class TorchScorer:
     """A loaded TorchScript artifact: batched, `inference_mode`, autocast on CUDA."""
 
     def __init__(
-        self, model: LoadedModel, max_batch: int = 32, precision: Precision = "auto"
+        self,
+        model: LoadedModel,
+        max_batch: int = BatchingConfig.batch_size,
+        precision: Precision = "auto",
     ) -> None:
         self._model = model
         self._max_batch = max_batch

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from consumer.cli.common import fail, progress, warn
+from detector.config import IsolationConfig
 
 if TYPE_CHECKING:
     from detector.training.trainer import Progress
@@ -228,7 +229,7 @@ def model_evaluate(
     report: Annotated[Path, typer.Option(help="Where to write the JSON report (+ .png ROC).")],
     model: Annotated[Path | None, typer.Option(help="Default: the packaged model.")] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
-    workers: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=64)] = IsolationConfig.workers,
 ) -> None:
     """Score every video through the `scan` pipeline; write AUC (+CI), accuracy, F1, EER."""
     from detector.config import PACKAGED_MODEL
@@ -270,7 +271,9 @@ def model_calibrate(
         ),
     ] = False,
     device: Annotated[str, typer.Option()] = "auto",
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Videos decoded at once.")] = 2,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Videos decoded at once.")
+    ] = IsolationConfig.workers,
 ) -> None:
     """Temperature scaling and review/block thresholds at target false-positive rates.
 

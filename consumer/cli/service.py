@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from consumer.cli.common import app, fail, progress, warn
+from detector.config import BatchingConfig, IsolationConfig, SamplingConfig
 
 if TYPE_CHECKING:
     from schemas.verdict import ScreeningVerdict
@@ -40,13 +41,16 @@ def scan(
         bool, typer.Option("--json", help="One ScreeningVerdict JSON per line on stdout.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Max clips a batch.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=1024, help="Max clips a batch.")
+    ] = BatchingConfig.batch_size,
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Videos decoded at once (clips batched across).")
-    ] = 2,
+    ] = IsolationConfig.workers,
     windows: Annotated[
-        int, typer.Option(min=1, max=32, help="20-frame windows sampled per video.")
-    ] = 8,
+        int,
+        typer.Option(min=1, max=SamplingConfig.max_windows, help="20-frame windows per video."),
+    ] = SamplingConfig.windows,
 ) -> None:
     """Screen video files; one verdict per file."""
     from dataclasses import replace

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.artifact import ArtifactError, LoadedModel, load, sha256_file
-from detector.config import DetectorConfig
+from detector.config import DetectorConfig, IsolationConfig
 from detector.faces import MediaPipeFaceDetector
 from detector.pipeline import build_detector
 from detector.scoring import TorchScorer
@@ -323,7 +323,7 @@ def calibrate_thresholds_on_real_videos(
     review_fpr: float,
     block_fpr: float,
     device: str = "auto",
-    workers: int = 2,
+    workers: int = IsolationConfig.workers,
     on_done: Callable[[ScoredVideo], None] = lambda video: None,
 ) -> CalibrationResult:
     """Keep the temperature; review/block at target rates of the video scores of `data/real`."""
