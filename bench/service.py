@@ -406,7 +406,7 @@ def run_phase(kind: str, model: Path, videos: Path, uploads: int, redis_url: str
             new_children = {p.pid for p in tree1.children} - set(setup_peaks)
         finally:
             fetcher.open()
-            app.service.stopping.set()
+            app.service.stop()
             thread.join(120)
             if cache_url:
                 with contextlib.suppress(Exception):

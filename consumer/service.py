@@ -57,9 +57,9 @@ class RunState:
     Modelled on quixstreams' `RunTracker`. Anything may `stop()` the run (the
     signal handler does nothing else); the loop goes round while `running`;
     workers sleep on it between retries: `wait(timeout)` returns True as soon as
-    a stop is requested, the `threading.Event` interface, so the processor needs
-    nothing more (`set()` is `stop()`). The health endpoint reads `ready`,
-    `broker_reachable` and `alive()`.
+    a stop is requested, as `threading.Event.wait` does, so the processor needs
+    nothing more. The health endpoint reads `ready`, `broker_reachable` and
+    `alive()`.
     """
 
     def __init__(self) -> None:
@@ -79,8 +79,6 @@ class RunState:
 
     def stop(self) -> None:
         self._stop.set()
-
-    set = stop  # `threading.Event` compatibility
 
     def is_set(self) -> bool:
         """True once a stop was requested."""
@@ -175,11 +173,6 @@ class Service:
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._closers = closers or []
-
-    @property
-    def stopping(self) -> RunState:
-        """The run state, whose `set()` requests a stop (as the former stop Event's did)."""
-        return self.state
 
     def stop(self) -> None:
         self.state.stop()

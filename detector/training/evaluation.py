@@ -422,7 +422,7 @@ def score_videos(
     labels: Collection[int] | None = None,
     on_done: Callable[[ScoredVideo], None] = lambda video: None,
 ) -> list[ScoredVideo]:
-    """Screen every labelled video under `root` (see `training_data.labelled_videos`).
+    """Screen every labelled video under `root` (see `data.labelled_videos`).
 
     With `labels`, only the videos of those labels (real only, for thresholds).
 

@@ -364,17 +364,19 @@ def test_timing_values_render_into_the_producer_publish_and_claim_settings(
         "redis": {"claimPollS": 0.5, "memoryMaxEntries": 500},
     }
     env = environment(render(chart, values))
-    assert env["DEEPSCREEN_KAFKA__PRODUCER_LINGER_MS"] == "20"
-    settings = settings_from(env, monkeypatch, tmp_path)
-    kafka = settings.kafka
-    assert (kafka.producer_ack_timeout_s, kafka.producer_linger_ms, kafka.producer_retries) == (
-        12.5,
-        20,
-        9,
-    )
-    assert (kafka.publish_backoff_initial_s, kafka.publish_backoff_max_s) == (0.1, 2.0)
-    assert (kafka.flush_timeout_s, settings.redis.claim_poll_s) == (45.0, 0.5)
-    assert settings.redis.memory_max_entries == 500
+    rendered = {
+        "DEEPSCREEN_KAFKA__PRODUCER_ACK_TIMEOUT_S": "12.5",
+        "DEEPSCREEN_KAFKA__PRODUCER_LINGER_MS": "20",
+        "DEEPSCREEN_KAFKA__PRODUCER_RETRIES": "9",
+        "DEEPSCREEN_KAFKA__PUBLISH_BACKOFF_INITIAL_S": "0.1",
+        "DEEPSCREEN_KAFKA__PUBLISH_BACKOFF_MAX_S": "2",
+        "DEEPSCREEN_KAFKA__FLUSH_TIMEOUT_S": "45",
+        "DEEPSCREEN_REDIS__CLAIM_POLL_S": "0.5",
+        "DEEPSCREEN_REDIS__MEMORY_MAX_ENTRIES": "500",
+    }
+    assert {name: env.get(name) for name in rendered} == rendered
+    settings = settings_from(env, monkeypatch, tmp_path)  # what the service reads them as
+    assert (settings.kafka.producer_retries, settings.redis.memory_max_entries) == (9, 500)
 
 
 # ------------------------------------------------------------- deployment --

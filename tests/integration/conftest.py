@@ -131,7 +131,7 @@ class RunningService:
         self.thread.start()
 
     def stop(self, timeout_s: float = 60) -> None:
-        self.app.service.stopping.set()
+        self.app.service.stop()
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the service did not stop"
 

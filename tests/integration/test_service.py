@@ -8,8 +8,9 @@ accuracy.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,24 @@ from tests.support.broker import TansuBroker, committed_offsets, end_offsets
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(300)
+
+
+class RedisBacked(NamedTuple):
+    topics: Topics
+    read: Callable[[str], float | None]  # a metric's value, from the service's registry
+
+
+@pytest.fixture
+def redis_backed(
+    broker: TansuBroker, media: Path, reference_model: Path, redis_server: RedisServer,
+    start_service: Any,
+) -> RedisBacked:  # fmt: skip
+    """A running service on fresh topics, caching in the real Redis."""
+    topics = Topics.fresh().create(broker)
+    service = start_service(
+        service_settings(broker, topics, media, reference_model, redis_url=redis_server.url)
+    )
+    return RedisBacked(topics, service.app.metrics.registry.get_sample_value)
 
 
 def wait_committed(broker: TansuBroker, topics: Topics, timeout_s: float = 20) -> None:
@@ -68,16 +87,11 @@ def test_every_kind_of_upload_gets_exactly_one_outcome_and_offsets_reach_the_end
 
 
 def test_a_re_upload_of_the_same_bytes_is_served_from_redis_without_decoding(
-    broker: TansuBroker, media: Path, reference_model: Path, redis_server: RedisServer,
-    start_service: Any,
-) -> None:  # fmt: skip
-    topics = Topics.fresh().create(broker)
-    service = start_service(
-        service_settings(broker, topics, media, reference_model, redis_url=redis_server.url)
-    )
+    redis_backed: RedisBacked, broker: TansuBroker, media: Path, redis_server: RedisServer
+) -> None:
+    topics, read = redis_backed
     publish(broker, topics, [file_upload("original", media / "moving_face.mp4")])
     wait_for(broker, topics, expected=1, timeout_s=120)
-    read = service.app.metrics.registry.get_sample_value
     clips_before = read("deepscreen_clips_scored_total")
 
     publish(broker, topics, [file_upload("re-upload", media / "moving_face.mp4")])
@@ -92,14 +106,9 @@ def test_a_re_upload_of_the_same_bytes_is_served_from_redis_without_decoding(
 
 
 def test_a_cached_verdict_that_no_longer_parses_is_screened_again_and_replaced_in_redis(
-    broker: TansuBroker, media: Path, reference_model: Path, redis_server: RedisServer,
-    start_service: Any,
-) -> None:  # fmt: skip
-    topics = Topics.fresh().create(broker)
-    service = start_service(
-        service_settings(broker, topics, media, reference_model, redis_url=redis_server.url)
-    )
-    read = service.app.metrics.registry.get_sample_value
+    redis_backed: RedisBacked, broker: TansuBroker, media: Path, redis_server: RedisServer
+) -> None:
+    topics, read = redis_backed
     publish(broker, topics, [file_upload("original", media / "no_face.mp4")])
     wait_for(broker, topics, expected=1, timeout_s=120)
     client = redis_server.client()
@@ -120,14 +129,9 @@ def test_a_cached_verdict_that_no_longer_parses_is_screened_again_and_replaced_i
 
 
 def test_screening_goes_on_while_redis_is_down_and_uses_it_again_when_back(
-    broker: TansuBroker, media: Path, reference_model: Path, redis_server: RedisServer,
-    start_service: Any,
-) -> None:  # fmt: skip
-    topics = Topics.fresh().create(broker)
-    service = start_service(
-        service_settings(broker, topics, media, reference_model, redis_url=redis_server.url)
-    )
-    read = service.app.metrics.registry.get_sample_value
+    redis_backed: RedisBacked, broker: TansuBroker, media: Path, redis_server: RedisServer
+) -> None:
+    topics, read = redis_backed
     redis_server.stop()
     try:
         publish(broker, topics, [file_upload("during-outage", media / "two_faces.mp4")])

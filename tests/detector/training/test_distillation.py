@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from detector.training.distillation import DistillationLoss, LabelLoss
 from detector.training.export import export
 from detector.training.model import ClipClassifier
 from detector.training.trainer import Progress, TrainConfig, train, training_step
+from tests.support.training import Crash, recorder
 
 
 def light(seed: int) -> ClipClassifier:
@@ -123,28 +123,6 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory) -> ClipIndex:
         cache.add(LabelledClip(pixels, i % 2, group=f"source-{i // 2}"))
     cache.flush()
     return ClipIndex.open(directory)
-
-
-class Crash(Exception):
-    """Stands for the process dying: `train` stops where it is, and its checkpoints stay."""
-
-
-@pytest.fixture
-def deterministic() -> Iterator[None]:
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(False)
-
-
-def recorder(
-    events: list[Progress], crash_at_step: int | None = None
-) -> Callable[[Progress], None]:
-    def on_progress(progress: Progress) -> None:
-        events.append(progress)
-        if progress.step == crash_at_step:
-            raise Crash
-
-    return on_progress
 
 
 @pytest.mark.usefixtures("deterministic")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from detector.training.trainer import (
     train,
     validate,
 )
+from tests.support.training import Crash, recorder
 
 
 @pytest.fixture(scope="module")
@@ -111,33 +111,9 @@ def test_a_few_steps_on_learnable_data_lower_the_loss_and_export_an_artifact(
     assert (tmp_path / "ckpt" / "last.ckpt").exists()
 
 
-class Crash(Exception):
-    """Stands for the process dying: `train` stops where it is, and its checkpoints stay."""
-
-
-def recorder(
-    events: list[Progress], crash_at_step: int | None = None
-) -> Callable[[Progress], None]:
-    """Collect every progress report (step by step, then each epoch's), crashing at a step."""
-
-    def on_progress(progress: Progress) -> None:
-        events.append(progress)
-        if progress.step == crash_at_step:
-            raise Crash
-
-    return on_progress
-
-
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = torch.load(checkpoint, weights_only=True)["model"]
     return state
-
-
-@pytest.fixture
-def deterministic() -> Iterator[None]:
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(False)
 
 
 # The lighter backbone from scratch (ResNeXt50 takes the same path, ten times slower),
