@@ -33,6 +33,7 @@ from bench._common import (
     quiet,
     table,
 )
+from detector.config import BatchingConfig, IsolationConfig, SamplingConfig
 from schemas.model import ModelInfo, ModelMetadata
 
 DEFAULT_DATA = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
@@ -72,6 +73,9 @@ class TimedScorer:
                 self.calls += 1
         return scores
 
+    def close(self) -> None:
+        self._inner.close()
+
 
 @dataclass(frozen=True)
 class VideoResult:
@@ -94,9 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help=f"videos (**/*.mp4); default {DEFAULT_DATA}"
     )
-    parser.add_argument("--workers", type=int, default=2, help="videos screened at once")
-    parser.add_argument("--batch", type=int, default=32, help="max clips a model batch")
-    parser.add_argument("--windows", type=int, default=8, help="20-frame windows a video")
+    parser.add_argument(
+        "--workers", type=int, default=IsolationConfig.workers, help="videos screened at once"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=BatchingConfig.batch_size, help="max clips a model batch"
+    )
+    parser.add_argument(
+        "--windows", type=int, default=SamplingConfig.windows, help="20-frame windows a video"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--json", type=Path, dest="json_out", help="write all figures here")
     args = parser.parse_args(argv)
@@ -143,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="bench") as pool:
             screened = list(pool.map(screen, files))
     finally:
-        scorer.close()
+        detector.close()
     wall_s = time.perf_counter() - started
     cpu = meter.read()
 

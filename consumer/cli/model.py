@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -44,6 +44,11 @@ def _check_input_size(input_size: int) -> None:
 
     if input_size not in INPUT_SIZES:
         raise fail(f"--input-size must be one of {', '.join(map(str, INPUT_SIZES))}")
+
+
+def _existing_file(help: str) -> Any:
+    """An option naming a file that must exist."""
+    return typer.Option(exists=True, dir_okay=False, help=help)
 
 
 @app.command("init")
@@ -107,18 +112,12 @@ def model_train(
     ] = "resnext50_32x4d",
     backbone_weights: Annotated[
         Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="torchvision ImageNet state dict for --backbone (default: from scratch).",
-        ),
+        _existing_file("torchvision ImageNet state dict for --backbone (default: from scratch)."),
     ] = None,
     teacher: Annotated[
         Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="A trained deepscreen model to distil from (its features and probabilities).",
+        _existing_file(
+            "A trained deepscreen model to distil from (its features and probabilities)."
         ),
     ] = None,
     distil_weight: Annotated[

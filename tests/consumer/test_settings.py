@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from consumer.media import FetchPolicy
 from consumer.settings import FaceSettings, Settings, load_settings
 from detector.config import PACKAGED_MODEL, DetectorConfig, FaceConfig
+from tests.support.timings import TIMING_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,15 +209,7 @@ def test_producer_publish_and_claim_timings_are_settings_with_the_former_default
 
 
 def test_the_timing_variables_set_the_timings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "DEEPSCREEN_KAFKA__PRODUCER_ACK_TIMEOUT_S": "12.5",
-        "DEEPSCREEN_KAFKA__PRODUCER_LINGER_MS": "20",
-        "DEEPSCREEN_KAFKA__PRODUCER_RETRIES": "9",
-        "DEEPSCREEN_KAFKA__PUBLISH_BACKOFF_INITIAL_S": "0.1",
-        "DEEPSCREEN_KAFKA__PUBLISH_BACKOFF_MAX_S": "2",
-        "DEEPSCREEN_KAFKA__FLUSH_TIMEOUT_S": "45",
-        "DEEPSCREEN_REDIS__CLAIM_POLL_S": "0.5",
-    }.items():
+    for name, value in TIMING_VARIABLES.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
     kafka = settings.kafka

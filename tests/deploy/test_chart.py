@@ -26,6 +26,7 @@ from helm_python import _native
 from pydantic import BaseModel
 
 from consumer.settings import Settings, load_settings
+from tests.support.timings import TIMING_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "deepscreen"
@@ -273,13 +274,7 @@ def test_the_rendered_environment_loads_as_settings(
     chart: helm.Chart, scenario: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     env = environment(render(chart, SCENARIOS[scenario]))
-    for name in [n for n in os.environ if n.startswith("DEEPSCREEN_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DEEPSCREEN_SECRETS_DIR", str(tmp_path / "no-secrets"))
-    for name, value in env.items():
-        if name.startswith("DEEPSCREEN_"):
-            monkeypatch.setenv(name, value if isinstance(value, str) else "from-a-secret")
-    settings = load_settings()
+    settings = settings_from(env, monkeypatch, tmp_path)
     assert settings.http.port == 8080
     assert str(settings.media.temp_dir) == "/tmp"
     assert settings.drain_seconds == 30
@@ -364,16 +359,7 @@ def test_timing_values_render_into_the_producer_publish_and_claim_settings(
         "redis": {"claimPollS": 0.5, "memoryMaxEntries": 500},
     }
     env = environment(render(chart, values))
-    rendered = {
-        "DEEPSCREEN_KAFKA__PRODUCER_ACK_TIMEOUT_S": "12.5",
-        "DEEPSCREEN_KAFKA__PRODUCER_LINGER_MS": "20",
-        "DEEPSCREEN_KAFKA__PRODUCER_RETRIES": "9",
-        "DEEPSCREEN_KAFKA__PUBLISH_BACKOFF_INITIAL_S": "0.1",
-        "DEEPSCREEN_KAFKA__PUBLISH_BACKOFF_MAX_S": "2",
-        "DEEPSCREEN_KAFKA__FLUSH_TIMEOUT_S": "45",
-        "DEEPSCREEN_REDIS__CLAIM_POLL_S": "0.5",
-        "DEEPSCREEN_REDIS__MEMORY_MAX_ENTRIES": "500",
-    }
+    rendered = TIMING_VARIABLES | {"DEEPSCREEN_REDIS__MEMORY_MAX_ENTRIES": "500"}
     assert {name: env.get(name) for name in rendered} == rendered
     settings = settings_from(env, monkeypatch, tmp_path)  # what the service reads them as
     assert (settings.kafka.producer_retries, settings.redis.memory_max_entries) == (9, 500)

@@ -10,12 +10,12 @@ import torch
 
 from detector.architecture import model_metadata
 from detector.artifact import load
-from detector.training.data import ClipCache, ClipIndex, LabelledClip
+from detector.training.data import ClipIndex
 from detector.training.distillation import DistillationLoss, LabelLoss
 from detector.training.export import export
 from detector.training.model import ClipClassifier
 from detector.training.trainer import Progress, TrainConfig, train, training_step
-from tests.support.training import Crash, recorder
+from tests.support.training import Crash, clip_cache, recorder
 
 
 def light(seed: int) -> ClipClassifier:
@@ -115,14 +115,14 @@ def test_label_loss_is_binary_cross_entropy_on_the_clip_logit() -> None:
 
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory: pytest.TempPathFactory) -> ClipIndex:
-    directory = tmp_path_factory.mktemp("clips")
-    cache = ClipCache(directory)
     rng = np.random.default_rng(0)
-    for i in range(16):
-        pixels = rng.integers(0, 256, (20, 112, 112, 3), dtype=np.uint8)
-        cache.add(LabelledClip(pixels, i % 2, group=f"source-{i // 2}"))
-    cache.flush()
-    return ClipIndex.open(directory)
+    return clip_cache(
+        tmp_path_factory.mktemp("clips"),
+        (
+            (rng.integers(0, 256, (20, 112, 112, 3), dtype=np.uint8), i % 2, f"source-{i // 2}")
+            for i in range(16)
+        ),
+    )
 
 
 @pytest.mark.usefixtures("deterministic")

@@ -12,7 +12,7 @@ from torchvision.models import mobilenet_v2
 from detector.architecture import model_metadata
 from detector.artifact import load, read_metadata
 from detector.scoring import normalisation_tensors, normalise
-from detector.training.data import ClipCache, ClipIndex, LabelledClip, split_by_group
+from detector.training.data import ClipIndex, split_by_group
 from detector.training.model import ClipClassifier
 from detector.training.trainer import (
     Progress,
@@ -21,22 +21,20 @@ from detector.training.trainer import (
     train,
     validate,
 )
-from tests.support.training import Crash, recorder
+from tests.support.training import Crash, clip_cache, recorder
 
 
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory: pytest.TempPathFactory) -> ClipIndex:
     """Fakes are brighter than reals: a tiny model can learn that in a few steps."""
-    directory = tmp_path_factory.mktemp("clips")
-    cache = ClipCache(directory)
     rng = np.random.default_rng(0)
-    for i in range(24):
-        label = i % 2
+
+    def clip(label: int) -> np.ndarray:
         base = 170 if label else 60
-        pixels = np.clip(rng.normal(base, 20, (20, 112, 112, 3)), 0, 255).astype(np.uint8)
-        cache.add(LabelledClip(pixels, label, group=f"source-{i // 2}"))
-    cache.flush()
-    return ClipIndex.open(directory)
+        return np.clip(rng.normal(base, 20, (20, 112, 112, 3)), 0, 255).astype(np.uint8)
+
+    clips = ((clip(i % 2), i % 2, f"source-{i // 2}") for i in range(24))
+    return clip_cache(tmp_path_factory.mktemp("clips"), clips)
 
 
 CONFIG = TrainConfig(
