@@ -138,6 +138,7 @@ def build_app(
                 "model_loaded": True,
                 "consuming": state.ready,
                 "broker_reachable": state.broker_reachable,
+                "no_partition_blocked": state.blocked_partitions == 0,
             },
         ).start()
         closers.append(("http", health.close))

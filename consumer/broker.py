@@ -9,13 +9,18 @@ without a broker, and the integration tests use the real ones.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
+from kafka.record.default_records import DefaultRecord, DefaultRecordBatch
+from kafka.record.legacy_records import LegacyRecordBatch
+from kafka.record.util import decode_varint
 from kafka.structs import OffsetAndMetadata
 
 from consumer.offsets import Partition
@@ -43,6 +48,18 @@ class Message:
         return Partition(self.topic, self.partition)
 
 
+@dataclass(frozen=True)
+class Skipped(Message):
+    """Not a record: `count` offsets the client could not read, the last one `offset`.
+
+    The source has sought past them and logged where they were; there is nothing
+    to screen or dead-letter, but their offsets are done, so commits move on.
+    """
+
+    reason: str = "corrupt_record"
+    count: int = 1
+
+
 class RebalanceListener(Protocol):
     """Told when the group moves partitions; called from within `poll`."""
 
@@ -56,7 +73,9 @@ class UploadSource(Protocol):
         """Join the group on the uploads topic; `listener` hears of every rebalance."""
         ...
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Message]: ...
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        """Up to `max_records` records; a `Skipped` among them stands for unreadable ones."""
+        ...
 
     def commit(self, positions: dict[Partition, int]) -> None: ...
 
@@ -75,6 +94,20 @@ class UploadSource(Protocol):
     def reachable(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class PublishError(Exception):
+    """A send the broker did not take; `retriable` False: the same send can never succeed.
+
+    (An oversized record, a topic we may not write, a serialisation error:
+    kafka-python marks its errors so; anything else is treated alike.)
+    """
+
+    def __init__(self, error_class: str, detail: str, *, retriable: bool) -> None:
+        super().__init__(f"{error_class}: {detail}")
+        self.error_class = error_class
+        self.detail = detail
+        self.retriable = retriable
 
 
 class EventSink(Protocol):
@@ -229,13 +262,21 @@ class KafkaEventSink:
             enable_idempotence=True,
             linger_ms=settings.producer_linger_ms,
             retries=settings.producer_retries,
+            max_request_size=settings.producer_max_request_bytes,
             **security_options(settings),
         )
         self._ack_timeout_s = settings.producer_ack_timeout_s
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
-        future = self._producer.send(topic, key=key, value=value, headers=headers)
-        future.get(timeout=self._ack_timeout_s)
+        try:
+            future = self._producer.send(topic, key=key, value=value, headers=headers)
+            future.get(timeout=self._ack_timeout_s)
+        except KafkaError as error:
+            raise PublishError(
+                type(error).__name__, str(error), retriable=error.retriable
+            ) from error
+        except (TypeError, ValueError, AssertionError) as error:  # the client refused the record
+            raise PublishError(type(error).__name__, str(error), retriable=False) from error
 
     def flush(self, timeout_s: float) -> None:
         self._producer.flush(timeout=timeout_s)
@@ -356,18 +397,33 @@ class SentEvent:
 
 
 class InMemoryEventSink:
-    """`EventSink` that records what was sent; `fail_next` makes sends raise (tests)."""
+    """`EventSink` that records what was sent (tests).
 
-    def __init__(self) -> None:
+    Like a broker it can refuse: `fail_next` sends fail as an outage does
+    (retriable), a record over `max_request_bytes` or one for a topic in
+    `refused_topics` fails as it always would (not retriable).
+    """
+
+    def __init__(self, max_request_bytes: int | None = None) -> None:
         self._lock = threading.Lock()
         self.sent: list[SentEvent] = []
         self.fail_next = 0
+        self.max_request_bytes = max_request_bytes
+        self.refused_topics: set[str] = set()
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        size = len(key or b"") + len(value) + sum(len(n.encode()) + len(v) for n, v in headers)
         with self._lock:
             if self.fail_next > 0:
                 self.fail_next -= 1
-                raise ConnectionError("broker unavailable")
+                raise PublishError("KafkaTimeoutError", "broker unavailable", retriable=True)
+            if self.max_request_bytes is not None and size > self.max_request_bytes:
+                raise PublishError(
+                    "MessageSizeTooLargeError", f"{size} bytes > {self.max_request_bytes}",
+                    retriable=False,
+                )  # fmt: skip
+            if topic in self.refused_topics:
+                raise PublishError("TopicAuthorizationFailedError", topic, retriable=False)
             self.sent.append(SentEvent(topic, key, value, list(headers)))
 
     def on(self, topic: str) -> list[SentEvent]:

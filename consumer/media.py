@@ -97,6 +97,9 @@ class FetchPolicy:
     # Exact hostnames, or `*.example.com` for any name below example.com (not itself).
     allowed_hosts: tuple[str, ...] = ()
     allow_private_addresses: bool = False
+    # A regular file with more than one hard link under a file root may be another name
+    # of a file outside the roots (no resolving can tell), so it is refused unless allowed.
+    allow_hard_links: bool = False
     max_bytes: int = MediaLimits.max_bytes
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
@@ -348,6 +351,13 @@ class UriFetcher:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise FetchError("not_a_regular_file", f"{path} is not a regular file")
+            # The open file's own count (not the path's): the name may have been relinked.
+            if info.st_nlink > 1 and not self.policy.allow_hard_links:
+                raise FetchError(
+                    "hard_link",
+                    f"{path} has {info.st_nlink} links (hard links are refused: another "
+                    "name may lie outside the file roots; allow_hard_links allows them)",
+                )
             if info.st_size > self.policy.max_bytes:
                 raise FetchError(
                     "too_large", f"{info.st_size} bytes > limit {self.policy.max_bytes}"

@@ -60,3 +60,13 @@ class Metrics:
         self.decoder_crashes = Counter(
             "deepscreen_decoder_crashes", "Decoder worker processes that died", registry=r
         )
+        self.unpublishable = Counter(
+            "deepscreen_unpublishable_outcomes",
+            "Uploads whose outcome and dead letter could not be published (left uncommitted)",
+            registry=r,
+        )
+        self.blocked_partitions = Gauge(
+            "deepscreen_blocked_partitions",
+            "Assigned partitions whose commits are held behind an unpublishable offset",
+            registry=r,
+        )

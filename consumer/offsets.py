@@ -21,16 +21,18 @@ class Partition(NamedTuple):
 
 
 class _PartitionState:
-    __slots__ = ("committed", "in_flight", "next_offset")
+    __slots__ = ("blocked", "committed", "in_flight", "next_offset")
 
     def __init__(self) -> None:
         self.in_flight: set[int] = set()
+        self.blocked: set[int] = set()  # no outcome could be published: never committed past
         self.next_offset: int | None = None  # one past the highest offset started
         self.committed: int | None = None  # position last committed
 
     def position(self) -> int | None:
-        if self.in_flight:
-            return min(self.in_flight)
+        held = self.in_flight | self.blocked
+        if held:
+            return min(held)
         return self.next_offset
 
 
@@ -55,6 +57,24 @@ class OffsetTracker:
             state = self._partitions.get(partition) or self._parked.get(partition)
             if state is not None:
                 state.in_flight.discard(offset)
+
+    def block(self, partition: Partition, offset: int) -> None:
+        """`offset` will never have a published outcome: commits stop before it, for good.
+
+        It no longer counts as in flight (it holds no worker), but the
+        partition's position stays on it while this member has the partition;
+        the member it moves to (or this one, restarted) tries it again.
+        """
+        with self._lock:
+            state = self._partitions.get(partition) or self._parked.get(partition)
+            if state is not None:
+                state.in_flight.discard(offset)
+                state.blocked.add(offset)
+
+    def blocked(self) -> dict[Partition, int]:
+        """The lowest blocked offset of every assigned partition that has one."""
+        with self._lock:
+            return {p: min(s.blocked) for p, s in self._partitions.items() if s.blocked}
 
     def committable(self) -> dict[Partition, int]:
         """Positions that moved past the last commit, per partition still assigned."""

@@ -27,13 +27,13 @@ from typing import Protocol
 
 import structlog
 
-from consumer.broker import EventSink, Headers, Message
+from consumer.broker import EventSink, Headers, Message, PublishError
 from consumer.cache import CacheKey, VerdictCache
 from consumer.media import FetchError, MediaFetcher
 from consumer.metrics import Metrics
 from consumer.settings import Settings
 from schemas.cloudevents import flag_event, verdict_event
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, bounded_original
 from schemas.envelope import InvalidUpload, parse_upload
 from schemas.upload import VideoUploaded
 from schemas.verdict import Outcome, Reason, ScreeningVerdict
@@ -42,6 +42,9 @@ log = structlog.get_logger("deepscreen")
 
 # Verdicts that say more about this replica's state than about the video: not cached.
 _TRANSIENT = frozenset({Reason.DECODE_TIMEOUT, Reason.DECODER_CRASHED})
+# Room a dead letter leaves in a producer request for our own headers and the record's
+# framing (what `schemas.dead_letter.bounded_original` may not use).
+DEAD_LETTER_HEADROOM_BYTES = 16 * 1024
 
 
 class StopFlag(Protocol):
@@ -92,7 +95,7 @@ class UploadProcessor:
         """
         try:
             self._process(message)
-        except (HandedBack, _DeadLettered):
+        except (HandedBack, _DeadLettered, Unpublishable):
             raise
         except Exception as error:
             log.exception("processing_failed", partition=message.partition, offset=message.offset)
@@ -111,7 +114,13 @@ class UploadProcessor:
             verdict = self._verdict_for(upload, message, started)
         except _DeadLettered:
             return
-        self._publish(verdict)
+        try:
+            self._publish(verdict)
+        except _PublishFailed as failed:
+            detail = f"the verdict could not be published: {failed.error}"
+            self._dead_letter(message, failed.error.error_class, "publish_failed", detail,
+                              failed.attempts)  # fmt: skip
+            return
         self._metrics.processing.observe(time.monotonic() - started)
         log.info(
             "screened",
@@ -137,7 +146,7 @@ class UploadProcessor:
                         raise FetchError(
                             "sha256_mismatch",
                             f"the event says {upload.sha256}, the bytes hash to {media.sha256}",
-                            retryable=True,
+                            retryable=False,  # the same bytes give the same hash
                         )
                     return self._screened(upload, media.path, media.sha256, started)
             except FetchError as failed:
@@ -246,12 +255,33 @@ class UploadProcessor:
             attempts=attempts,
             failed_at=datetime.now(UTC),
         )
-        self._send(
-            self._settings.kafka.dlq_topic,
-            message.key,
-            message.value or b"",
-            [*message.headers, *letter.to_headers()],
+        kafka = self._settings.kafka
+        room = (
+            kafka.producer_max_request_bytes - DEAD_LETTER_HEADROOM_BYTES - len(message.key or b"")
         )
+        original = bounded_original(message.value or b"", message.headers, room)
+        letter = letter.model_copy(
+            update={
+                "value_bytes": original.value_bytes,
+                "value_sha256": original.value_sha256,
+                "value_truncated": original.value_truncated,
+                "headers_dropped": original.headers_dropped,
+            }
+        )
+        try:
+            self._send(kafka.dlq_topic, message.key, original.value,
+                       [*original.headers, *letter.to_headers()])  # fmt: skip
+        except _PublishFailed as failed:
+            self._metrics.unpublishable.inc()
+            log.error(
+                "outcome_unpublishable",
+                reason=reason,
+                error=str(failed.error),
+                partition=message.partition,
+                offset=message.offset,
+                effect="commits of this partition stop before this offset",
+            )
+            raise Unpublishable(str(failed.error)) from failed
         self._metrics.dead_letters.labels(reason).inc()
         log.warning(
             "dead_lettered",
@@ -265,19 +295,41 @@ class UploadProcessor:
     def _send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
     ) -> None:
-        """Publish, retrying until the broker takes it; hand back if the service stops first."""
+        """Publish, retrying with backoff until the broker takes it.
+
+        A send that can never succeed (not `retriable`) is tried
+        `kafka.publish_max_attempts` times, then raises `_PublishFailed`; others
+        are retried until the service stops (then `HandedBack`).
+        """
         kafka = self._settings.kafka
         delay = kafka.publish_backoff_initial_s
+        refused = 0
         while True:
             try:
                 self._sink.send(topic, key, value, headers or [])
                 return
-            except Exception as error:  # any producer failure: the broker is the problem
-                log.error("publish_failed", topic=topic, error=f"{type(error).__name__}: {error}")
+            except PublishError as error:
+                log.error("publish_failed", topic=topic, error=str(error),
+                          retriable=error.retriable)  # fmt: skip
+                if not error.retriable:
+                    refused += 1
+                    if refused >= kafka.publish_max_attempts:
+                        raise _PublishFailed(error, refused) from error
                 if self._stopping.wait(delay):
                     raise HandedBack from error
                 delay = min(delay * 2, kafka.publish_backoff_max_s)
 
 
+class Unpublishable(Exception):
+    """Neither the outcome nor its dead letter can be published: the offset stays uncommitted."""
+
+
 class _DeadLettered(Exception):
     pass
+
+
+class _PublishFailed(Exception):
+    def __init__(self, error: PublishError, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts

@@ -6,7 +6,7 @@ tests. Each turn of the loop is five named steps around one `RunState`:
     while state.running:
         room = self._throttle()      # pause every assigned partition while full
         self._poll(room)             # take up to `room` uploads, or wait for a slot
-        self._sample_reachability()  # for /readyz (the consumer is not thread-safe)
+        self._sample_health()        # for /readyz (the consumer is not thread-safe)
         self._commit_if_due()        # every `kafka.commit_interval_s`
         self._report_lag_if_due()    # every `_LAG_EVERY_S`
 
@@ -41,7 +41,7 @@ import structlog
 from consumer.broker import EventSink, Message, UploadSource
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, Partition
-from consumer.processing import HandedBack, UploadProcessor
+from consumer.processing import HandedBack, Unpublishable, UploadProcessor
 from consumer.settings import Settings
 
 log = structlog.get_logger("deepscreen")
@@ -71,6 +71,7 @@ class RunState:
         self.consumed = 0  # messages taken from the source (the loop counts them)
         self.ready = False
         self.broker_reachable = False
+        self.blocked_partitions = 0  # assigned partitions held behind an unpublishable offset
         self.paused = False
         now = time.monotonic()
         self.last_turn = self.last_poll = self.last_commit = self.last_lag = now
@@ -201,7 +202,7 @@ class Service:
             while state.running:
                 room = self._throttle()
                 self._poll(room)
-                self._sample_reachability()
+                self._sample_health()
                 self._commit_if_due()
                 self._report_lag_if_due()
                 state.turned()
@@ -245,8 +246,18 @@ class Service:
             self._take(self._source.poll(_POLL_S / 2, 1))
             state.last_poll = time.monotonic()
 
-    def _sample_reachability(self) -> None:
-        self.state.broker_reachable = self._source.reachable()
+    def _sample_health(self) -> None:
+        """What /readyz reports: the broker answers; no partition is held behind an offset."""
+        state = self.state
+        state.broker_reachable = self._source.reachable()
+        blocked = self._tracker.blocked()
+        if len(blocked) != state.blocked_partitions:
+            log.warning(
+                "partitions_blocked" if blocked else "partitions_unblocked",
+                partitions={p.partition: offset for p, offset in blocked.items()},
+            )
+            state.blocked_partitions = len(blocked)
+            self.metrics.blocked_partitions.set(len(blocked))
 
     def _commit_if_due(self) -> None:
         now = time.monotonic()
@@ -281,6 +292,9 @@ class Service:
             self._processor.process(message)
         except HandedBack:
             log.info("handed_back", partition=message.partition, offset=message.offset)
+            return
+        except Unpublishable:
+            self._tracker.block(message.where, message.offset)
             return
         finally:
             self.metrics.in_flight.dec()

@@ -81,6 +81,13 @@ class KafkaSettings(_Section):
     publish_backoff_initial_s: float = Field(default=0.5, gt=0)
     publish_backoff_max_s: float = Field(default=30.0, gt=0)
     flush_timeout_s: float = Field(default=30.0, gt=0, description="producer flush before a commit")
+    # The largest request the producer sends (kafka-python's `max_request_size`); a dead
+    # letter is cut to fit it (`schemas.dead_letter`). Keep it within the broker's
+    # `message.max.bytes` (Kafka's default is 1 MiB plus a little).
+    producer_max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    # A publish error the client marks as unable to succeed (not `retriable`) is tried
+    # this often; then the outcome is dead-lettered as `publish_failed`.
+    publish_max_attempts: int = Field(default=3, ge=1, le=100)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -112,6 +119,7 @@ class MediaSettings(_Section):
     file_roots: tuple[Path, ...] = FetchPolicy.file_roots
     allowed_hosts: tuple[str, ...] = FetchPolicy.allowed_hosts
     allow_private_addresses: bool = FetchPolicy.allow_private_addresses
+    allow_hard_links: bool = FetchPolicy.allow_hard_links
     max_bytes: int = Field(default=MediaLimits.max_bytes, ge=1)
     connect_timeout_s: float = Field(default=FetchPolicy.connect_timeout_s, gt=0)
     read_timeout_s: float = Field(default=FetchPolicy.read_timeout_s, gt=0)
@@ -124,6 +132,7 @@ class MediaSettings(_Section):
             file_roots=self.file_roots,
             allowed_hosts=self.allowed_hosts,
             allow_private_addresses=self.allow_private_addresses,
+            allow_hard_links=self.allow_hard_links,
             max_bytes=self.max_bytes,
             connect_timeout_s=self.connect_timeout_s,
             read_timeout_s=self.read_timeout_s,

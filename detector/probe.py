@@ -3,13 +3,27 @@
 The probe reads only the container's header (OpenCV's FFmpeg backend) and the
 file size. Anything it cannot vouch for becomes an `Unreadable` with a reason
 code, so the decoder never sees a file we already know it should not open.
+
+OpenCV does not open a container without a video stream at all, so an
+audio-only MP4 looks like a corrupt one from there. When OpenCV refuses a file
+that starts like an ISO BMFF (MP4, MOV, M4A, 3GP) or Matroska (MKV, WebM)
+container, the probe walks the container's structure itself to tell the two
+apart: box or element headers only (ISO BMFF: `moov/trak/mdia/hdlr`, the
+handler type of each track; Matroska: `Segment/Tracks/TrackEntry/TrackType`),
+never sample data, and at most `_MAX_STRUCTURE_READS` reads of at most 16 bytes
+each, whatever the file's size. Only when every box or element on the way to
+the track list parses and no track may carry pictures is the file
+`no_video_stream`; anything else stays `corrupt_container`.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 
@@ -32,6 +46,45 @@ _CONTAINER_MAGIC: tuple[tuple[int, bytes], ...] = (
     (0, b"YUV4MPEG2"),
     (0, b"OggS"),
 )
+
+
+# The structure walk's bound: reads of box or element headers, 16 bytes at most each.
+_MAX_STRUCTURE_READS = 4096
+_HEADER_READ = 16
+
+# ISO BMFF top-level box types a file may start with (those `_CONTAINER_MAGIC` knows).
+_BMFF_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide"})
+# Handler types (`hdlr`) of ISO BMFF tracks. Anything that may carry pictures counts as
+# video, so that the walk never calls a file with pictures "no video".
+_BMFF_VIDEO_HANDLERS = frozenset({b"vide", b"pict", b"auxv"})
+_BMFF_HANDLER_KINDS = {
+    b"soun": "audio",
+    b"sbtl": "subtitles",
+    b"subt": "subtitles",
+    b"text": "text",
+    b"clcp": "captions",
+    b"meta": "metadata",
+    b"hint": "hint",
+    b"tmcd": "timecode",
+}
+
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_EBML_HEADER = 0x1A45DFA3
+_MKV_SEGMENT = 0x18538067
+_MKV_TRACKS = 0x1654AE6B
+_MKV_TRACK_ENTRY = 0xAE
+_MKV_TRACK_TYPE = 0x83
+_MKV_CLUSTER = 0x1F43B675
+# TrackType values; 1 (video) and 3 (complex: audio and video together) count as video.
+_MKV_VIDEO_TYPES = frozenset({1, 3})
+_MKV_TRACK_KINDS = {
+    2: "audio",
+    0x10: "logo",
+    0x11: "subtitles",
+    0x12: "buttons",
+    0x20: "control",
+    0x21: "metadata",
+}
 
 
 class Unreadable(Exception):
@@ -96,6 +149,9 @@ def probe(path: Path, limits: MediaLimits) -> Probe:
     try:
         if not capture.isOpened():
             if looks_like_container(head):
+                no_video = tracks_without_video(path)
+                if no_video is not None:
+                    raise Unreadable(Reason.NO_VIDEO_STREAM, no_video)
                 raise Unreadable(
                     Reason.CORRUPT_CONTAINER, "a video container that cannot be opened"
                 )
@@ -130,3 +186,176 @@ def probe(path: Path, limits: MediaLimits) -> Probe:
         )
     # With auto-orientation on, OpenCV reports the displayed (rotated) size.
     return Probe(width, height, fps, frame_count, rotation, size)
+
+
+def tracks_without_video(path: Path) -> str | None:
+    """Why `path` is a well-formed container without a video track, or None.
+
+    None when it is no ISO BMFF or Matroska container, when its structure does not
+    parse, when the bounded walk does not reach the track list, or when a track may
+    carry pictures: the caller then keeps calling the file corrupt.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(8)
+        walk = _StructureWalk(file, size)
+        try:
+            if head[4:8] in _BMFF_FIRST_BOXES:
+                container = "an MP4/MOV (ISO BMFF)"
+                kinds = _bmff_track_kinds(walk)
+            elif head[:4] == _EBML_MAGIC:
+                container = "a Matroska/WebM"
+                kinds = _matroska_track_kinds(walk)
+            else:
+                return None
+        except _Malformed:
+            return None
+    if "video" in kinds:
+        return None
+    if not kinds:
+        return f"{container} container with no video track (no tracks at all)"
+    counts = {kind: kinds.count(kind) for kind in kinds}
+    listed = ", ".join(f"{n} {kind} track{'' if n == 1 else 's'}" for kind, n in counts.items())
+    return f"{container} container with no video track, only {listed}"
+
+
+class _Malformed(Exception):
+    """The structure walk met something it cannot vouch for (or ran out of reads)."""
+
+
+class _StructureWalk:
+    """Bounded reads of headers from one open file."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self.size = size
+        self._reads = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly `length` (<= 16) bytes at `offset`, or `_Malformed`."""
+        self._reads += 1
+        if self._reads > _MAX_STRUCTURE_READS:
+            raise _Malformed("too many boxes or elements to look at")
+        if length > _HEADER_READ or offset < 0 or offset + length > self.size:
+            raise _Malformed("a read outside the file")
+        self._file.seek(offset)
+        data = self._file.read(length)
+        if len(data) != length:
+            raise _Malformed("the file ended early")
+        return data
+
+
+def _bmff_boxes(walk: _StructureWalk, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, end) of each ISO BMFF box in `[start, end)`."""
+    position = start
+    while position < end:
+        if end - position < 8:
+            raise _Malformed("a box header cut short")
+        size, kind = struct.unpack(">I4s", walk.read(position, 8))
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            if end - position < 16:
+                raise _Malformed("a box header cut short")
+            (size,) = struct.unpack(">Q", walk.read(position + 8, 8))
+            header = 16
+        elif size == 0:  # the box runs to the end of its parent
+            size = end - position
+        if size < header or size > end - position:
+            raise _Malformed(f"box {kind!r} does not fit where it is")
+        yield kind, position + header, position + size
+        position += size
+
+
+def _bmff_track_kinds(walk: _StructureWalk) -> list[str]:
+    """What each track of the movie carries (from its `moov/trak/mdia/hdlr`)."""
+    for kind, start, end in _bmff_boxes(walk, 0, walk.size):
+        if kind == b"moov":
+            return [
+                _bmff_track_kind(walk, track_start, track_end)
+                for child, track_start, track_end in _bmff_boxes(walk, start, end)
+                if child == b"trak"
+            ]
+    raise _Malformed("no movie box")
+
+
+def _bmff_track_kind(walk: _StructureWalk, start: int, end: int) -> str:
+    for kind, media_start, media_end in _bmff_boxes(walk, start, end):
+        if kind != b"mdia":
+            continue
+        for child, handler_start, handler_end in _bmff_boxes(walk, media_start, media_end):
+            if child == b"hdlr":
+                # version and flags (4), pre_defined (4), then the handler type (4).
+                if handler_end - handler_start < 12:
+                    raise _Malformed("a handler box cut short")
+                handler = walk.read(handler_start + 8, 4)
+                if handler in _BMFF_VIDEO_HANDLERS:
+                    return "video"
+                return _BMFF_HANDLER_KINDS.get(handler, handler.decode("latin-1"))
+    raise _Malformed("a track without a media handler")
+
+
+def _vint_length(first: int) -> int:
+    """The length of an EBML variable-length integer from its first byte (0: invalid)."""
+    return 0 if first == 0 else 9 - first.bit_length()
+
+
+def _ebml_elements(walk: _StructureWalk, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(id, payload start, end) of each EBML element in `[start, end)`.
+
+    An element of unknown size (allowed for a Segment or a Cluster) runs to `end`.
+    """
+    position = start
+    while position < end:
+        head = walk.read(position, min(12, end - position))
+        id_length = _vint_length(head[0])
+        if not 1 <= id_length <= 4 or id_length >= len(head):
+            raise _Malformed("a bad element id")
+        size_length = _vint_length(head[id_length])
+        if not 1 <= size_length <= 8 or id_length + size_length > len(head):
+            raise _Malformed("a bad element size")
+        ident = int.from_bytes(head[:id_length], "big")
+        raw_size = int.from_bytes(head[id_length : id_length + size_length], "big")
+        unknown = (1 << (7 * size_length)) - 1
+        size = raw_size & unknown
+        payload = position + id_length + size_length
+        element_end = end if size == unknown else payload + size
+        if element_end > end or payload > element_end:
+            raise _Malformed(f"element {ident:#x} does not fit where it is")
+        yield ident, payload, element_end
+        position = element_end
+
+
+def _matroska_track_kinds(walk: _StructureWalk) -> list[str]:
+    """What each track of the segment carries (from `Segment/Tracks/TrackEntry/TrackType`)."""
+    elements = _ebml_elements(walk, 0, walk.size)
+    first = next(elements, None)
+    if first is None or first[0] != _EBML_HEADER:
+        raise _Malformed("no EBML header")
+    for ident, start, end in elements:
+        if ident != _MKV_SEGMENT:
+            continue
+        for child, tracks_start, tracks_end in _ebml_elements(walk, start, end):
+            if child == _MKV_TRACKS:
+                return [
+                    _matroska_track_kind(walk, entry_start, entry_end)
+                    for entry, entry_start, entry_end in _ebml_elements(
+                        walk, tracks_start, tracks_end
+                    )
+                    if entry == _MKV_TRACK_ENTRY
+                ]
+            if child == _MKV_CLUSTER:
+                raise _Malformed("media before the track list")
+        raise _Malformed("a segment without a track list")
+    raise _Malformed("no segment")
+
+
+def _matroska_track_kind(walk: _StructureWalk, start: int, end: int) -> str:
+    for ident, value_start, value_end in _ebml_elements(walk, start, end):
+        if ident == _MKV_TRACK_TYPE:
+            if not 1 <= value_end - value_start <= 8:
+                raise _Malformed("a bad track type")
+            track_type = int.from_bytes(walk.read(value_start, value_end - value_start), "big")
+            if track_type in _MKV_VIDEO_TYPES:
+                return "video"
+            return _MKV_TRACK_KINDS.get(track_type, f"type {track_type}")
+    raise _Malformed("a track without a type")

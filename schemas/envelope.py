@@ -65,6 +65,10 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidUpload("not_json", f"the value is not JSON: {error}") from error
+    except RecursionError as error:  # nesting deeper than the parser's stack
+        raise InvalidUpload("not_json", "the value is not JSON we read: nested too deep") from error
+    except ValueError as error:  # e.g. an integer past Python's 4,300-digit limit
+        raise InvalidUpload("not_json", f"the value is not JSON we read: {error}") from error
     if not isinstance(document, dict):
         raise InvalidUpload(
             "not_an_object", f"expected a JSON object, got {type(document).__name__}"

@@ -30,6 +30,7 @@ class SyntheticVideos:
         self.zero_bytes = videos.zero_byte_file(root / "zero.mp4")
         self.not_a_video = videos.not_a_video(root / "notes.mp4")
         self.huge_resolution = videos.huge_resolution_video(root / "huge.y4m")
+        self.audio_only = videos.audio_only_video(root / "audio_only.mp4")
 
 
 @pytest.fixture(scope="session")

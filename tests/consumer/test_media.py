@@ -35,6 +35,7 @@ from consumer.media import (
     is_host_allowed,
     is_public_address,
 )
+from consumer.settings import MediaSettings, load_settings
 
 VIDEO = bytes(range(256)) * 40 + b"\x00\x00\x00\x18ftypmp42"
 VIDEO_SHA256 = hashlib.sha256(VIDEO).hexdigest()
@@ -175,6 +176,62 @@ def test_a_named_pipe_is_refused_without_blocking(files: Files) -> None:
     os.mkfifo(files.root / "pipe.mp4")
     error = fetch_error(files.fetcher, files.uri(files.root / "pipe.mp4"))
     assert error.reason == "not_a_regular_file"
+
+
+def test_a_hard_link_under_a_root_to_a_file_outside_it_is_refused(
+    files: Files, scratch: Path
+) -> None:
+    os.link(files.outside, files.root / "linked.mp4")  # the outside file, named inside
+    error = fetch_error(files.fetcher, files.uri(files.root / "linked.mp4"))
+    assert (error.reason, error.retryable) == ("hard_link", False)
+    assert "2 links" in error.detail
+    assert no_files_in(scratch)
+
+
+def test_a_file_with_a_second_link_is_refused_wherever_the_other_name_is(files: Files) -> None:
+    # Which name is the "real" one cannot be told: any file with more than one is refused.
+    os.link(files.root / "clips" / "video.mp4", files.root / "copy.mp4")
+    error = fetch_error(files.fetcher, files.uri(files.root / "clips" / "video.mp4"))
+    assert error.reason == "hard_link"
+
+
+def test_hard_links_are_fetched_when_the_policy_allows_them(files: Files) -> None:
+    os.link(files.outside, files.root / "linked.mp4")
+    fetcher = UriFetcher(replace(files.fetcher.policy, allow_hard_links=True))
+    with fetcher.fetch(files.uri(files.root / "linked.mp4")) as fetched:
+        assert fetched.path.read_bytes() == b"not yours"
+
+
+def test_a_file_with_one_link_is_fetched(files: Files) -> None:
+    original = files.root / "clips" / "video.mp4"
+    assert original.stat().st_nlink == 1
+    with files.fetcher.fetch(files.uri(original)) as fetched:
+        assert fetched.sha256 == VIDEO_SHA256
+
+
+def test_the_link_count_is_read_from_the_opened_file_not_the_path(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The name may be relinked between a check by path and the open: only the
+    # descriptor's own count tells what is read.
+    real_fstat = os.fstat
+
+    def linked_fstat(fd: int) -> os.stat_result:
+        info = real_fstat(fd)
+        return os.stat_result((*info[:3], 2, *info[4:]))  # st_nlink is field 3
+
+    monkeypatch.setattr(media.os, "fstat", linked_fstat)
+    error = fetch_error(files.fetcher, files.uri(files.root / "clips" / "video.mp4"))
+    assert error.reason == "hard_link"
+
+
+def test_hard_links_are_refused_by_default_and_allowed_by_a_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert FetchPolicy().allow_hard_links is False
+    assert MediaSettings().fetch_policy().allow_hard_links is False
+    monkeypatch.setenv("DEEPSCREEN_MEDIA__ALLOW_HARD_LINKS", "true")
+    assert load_settings().media.fetch_policy().allow_hard_links is True
 
 
 def test_a_file_over_max_bytes_is_too_large_and_nothing_is_left_behind(

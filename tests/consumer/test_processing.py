@@ -260,3 +260,66 @@ def test_content_another_replica_is_screening_waits_for_its_verdict(
     assert 0.2 < time.monotonic() - started < 5
     assert fake_harness.screened == []
     assert fake_harness.flags()[0].data.cache_hit is True
+
+
+# --------------------------------------------------------------------------- publishing limits
+
+MiB = 1024 * 1024
+
+
+def test_a_dead_letter_always_fits_the_producers_request_limit(harness: Harness) -> None:
+    """An event the consumer refuses as too large still gets its dead letter, cut to fit."""
+    harness.sink.max_request_bytes = SETTINGS.kafka.producer_max_request_bytes
+    value = b'{"video_id": "' + b"x" * (2 * MiB) + b'"}'
+    harness.processor.process(Message("uploads", 0, 9, b"big", value, [("origin", b"cdn")]))
+    [sent] = harness.sink.on("dlq")
+    letter = DeadLetter.from_headers(sent.headers)
+    assert letter.reason == "payload_too_large"
+    assert (letter.value_bytes, letter.value_truncated) == (len(value), True)
+    assert letter.value_sha256 == hashlib.sha256(value).hexdigest()
+    assert value.startswith(sent.value) and len(sent.value) > MiB // 2
+    assert ("origin", b"cdn") in sent.headers
+
+
+def test_a_verdict_the_broker_can_never_take_becomes_a_publish_failed_dead_letter(
+    harness: Harness,
+) -> None:
+    harness.sink.refused_topics = {"verdicts"}
+    harness.processor.process(upload("v-1", "file:///m/face.mp4"))
+    [letter] = harness.dead_letters()
+    assert (letter.reason, letter.error_class) == (
+        "publish_failed",
+        "TopicAuthorizationFailedError",
+    )
+    assert letter.attempts == SETTINGS.kafka.publish_max_attempts
+    assert harness.verdicts() == []
+
+
+def test_when_not_even_the_dead_letter_can_be_published_the_upload_is_unpublishable(
+    harness: Harness,
+) -> None:
+    from consumer.processing import Unpublishable
+
+    harness.sink.refused_topics = {"verdicts", "dlq"}
+    with pytest.raises(Unpublishable):
+        harness.processor.process(upload("v-1", "file:///m/face.mp4"))
+    assert harness.metrics.registry.get_sample_value("deepscreen_unpublishable_outcomes_total") == 1
+
+
+def test_our_header_names_on_an_upload_are_kept_under_a_prefix_in_its_dead_letter(
+    harness: Harness,
+) -> None:
+    forged = [("deepscreen-reason", b"fine"), ("deepscreen-offset", b"1"), ("trace", b"t")]
+    harness.processor.process(Message("uploads", 0, 5, b"k", b"not json", forged))
+    [sent] = harness.sink.on("dlq")
+    assert ("original-deepscreen-reason", b"fine") in sent.headers
+    assert ("trace", b"t") in sent.headers
+    assert [v for n, v in sent.headers if n == "deepscreen-reason"] == [b"not_json"]
+    assert DeadLetter.from_headers(sent.headers).offset == 5
+
+
+def test_a_sha256_mismatch_is_final_at_once(harness: Harness) -> None:
+    harness.processor.process(upload("v-1", "file:///m/face.mp4", sha256="0" * 64))
+    [letter] = harness.dead_letters()
+    assert (letter.reason, letter.attempts) == ("sha256_mismatch", 1)
+    assert harness.screened == []

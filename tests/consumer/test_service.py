@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.broker import InMemoryEventSink, InMemoryUploadSource, Message
+from consumer.broker import InMemoryEventSink, InMemoryUploadSource, Message, PublishError
 from consumer.cache import InMemoryVerdictCache
 from consumer.media import InMemoryFetcher
 from consumer.metrics import Metrics
@@ -72,14 +72,14 @@ class SlowScreen:
 
 def service_for(
     messages: list[Message], screen: SlowScreen, source: InMemoryUploadSource | None = None,
-    **kafka: Any,
+    sink: InMemoryEventSink | None = None, **kafka: Any,
 ) -> tuple[Service, InMemoryUploadSource, InMemoryEventSink]:  # fmt: skip
     settings = Settings(
         kafka=KafkaSettings(verdicts_topic="verdicts", **{"commit_interval_s": 0.05, **kafka}),
         drain_seconds=10,
     )
     source = source or InMemoryUploadSource(messages)
-    sink = InMemoryEventSink()
+    sink = sink or InMemoryEventSink()
     state = RunState()
     fetcher = InMemoryFetcher({f"file:///m/{i}.mp4": f"video {i}".encode() for i in range(100)})
     processor = UploadProcessor(
@@ -254,3 +254,34 @@ def test_arbitrary_payloads_each_get_exactly_one_outcome_and_are_committed(
     outcomes = [*sink.on("verdicts"), *sink.on(service.settings.kafka.dlq_topic)]
     assert len(outcomes) == len(batch)
     assert source.committed() == {P0: len(batch)}
+
+
+class RefusingSink(InMemoryEventSink):
+    """A broker that can never take anything about one upload: not its verdict, not its letter."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        if b"v-poison" in value:
+            raise PublishError("MessageSizeTooLargeError", "never fits", retriable=False)
+        super().send(topic, key, value, headers)
+
+
+def test_an_unpublishable_upload_holds_its_partitions_commits_but_not_a_worker() -> None:
+    messages = uploads(4, partitions=1)
+    messages[1] = Message("uploads", 0, 1, None, json.dumps(
+        {"video_id": "v-poison", "uri": "file:///m/1.mp4", "uploaded_at": "2026-11-20T10:00:00Z"}
+    ).encode())  # fmt: skip
+    sink = RefusingSink()
+    service, source, _ = service_for(messages, SlowScreen(0.01), sink=sink, max_in_flight=1)
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    try:
+        until(lambda: len(sink.on("verdicts")) == 3 and service.state.blocked_partitions == 1)
+        read = service.metrics.registry.get_sample_value
+        assert read("deepscreen_blocked_partitions") == 1
+        until(lambda: source.committed().get(P0) == 1)
+        time.sleep(0.2)  # more commit cycles: the position stays before the poisoned offset
+        assert source.committed() == {P0: 1}
+        assert verdict_ids(sink) == {"v-0", "v-2", "v-3"}
+    finally:
+        service.stop()
+        runner.join(10)

@@ -104,3 +104,17 @@ def test_any_json_document_either_parses_or_is_refused_with_a_reason(document: o
         parse_upload(encoded(document))
     except InvalidUpload as refused:
         assert refused.reason
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the parser's stack
+        b'{"video_id": "v", "uploaded_at": 1' + b"0" * 5000 + b"}",  # past the 4,300-digit cap
+    ],
+    ids=["deep-nesting", "5000-digit-integer"],
+)
+def test_json_the_parser_cannot_read_is_bad_input_not_a_crash(value: bytes) -> None:
+    with pytest.raises(InvalidUpload) as refused:
+        parse_upload(value)
+    assert refused.value.reason == "not_json"

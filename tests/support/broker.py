@@ -76,14 +76,17 @@ def produce(
     topic: str,
     messages: Sequence[Message],
     partition: int | None = None,
+    max_request_size: int = 1024 * 1024,
 ) -> list[tuple[int, int]]:
     """Send ``messages`` (``(key, value, headers)``) with ``acks="all"`` and flush.
 
     Returns ``(partition, offset)`` of each message, in order. Raises if any send failed.
+    ``max_request_size`` above the client's 1 MiB default sends oversized records.
     """
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, request_timeout_ms=10000
-    )
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, request_timeout_ms=10000,
+        max_request_size=max_request_size,
+    )  # fmt: skip
     try:
         futures = [
             producer.send(topic, value=value, key=key, headers=list(headers), partition=partition)
@@ -198,3 +201,30 @@ def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int
         return {tp.partition: int(consumer.highwater(tp)) for tp in tps}
     finally:
         consumer.close(autocommit=False)
+
+
+class _RawHeaderKey(str):
+    """A header key that kafka-python's producer writes as ``raw``, not as its UTF-8.
+
+    The producer checks that header keys are ``str`` and writes ``key.encode("utf-8")``;
+    this ``str`` answers ``encode`` with its bytes, whatever they are.
+    """
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> _RawHeaderKey:
+        key = super().__new__(cls, raw.decode("latin-1"))
+        key.raw = raw
+        return key
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+def raw_header(key: bytes, value: bytes) -> tuple[str, bytes]:
+    """A header for :func:`produce` whose key goes out as ``key``: bytes that need not be UTF-8.
+
+    Any producer may send such a key (Kafka's record format does not check it);
+    kafka-python's consumer refuses the whole partition at it (``CorruptRecordError``).
+    """
+    return _RawHeaderKey(key), value

@@ -327,3 +327,31 @@ def huge_resolution_video(path: Path, width: int = 16000, height: int = 16000) -
     header = f"YUV4MPEG2 W{width} H{height} F25:1 Ip A1:1 C420jpeg\n".encode("ascii")
     path.write_bytes(header + b"FRAME\n" + bytes(1024))
     return path
+
+
+def audio_only_video(path: Path, seconds: float = 2.0) -> Path:
+    """A well-formed container with one audio track (a 440 Hz tone) and no video track.
+
+    The container follows the suffix (``.mp4``, ``.mov``, ``.m4a``, ``.mkv``, ``.webm``...);
+    WebM gets Opus, everything else AAC. OpenCV's FFmpeg backend does not open such a file at
+    all (``isOpened()`` is False): it wants a video stream. ffmpeg writes the MP4's ``moov``
+    after the ``mdat`` (no ``-movflags +faststart``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = "libopus" if path.suffix.lower() == ".webm" else "aac"
+    cmd = [
+        ffmpeg_binary(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:duration={seconds}",
+        "-c:a",
+        codec,
+        str(path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    return path
