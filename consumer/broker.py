@@ -150,6 +150,157 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
+# -- records kafka-python will not read ------------------------------------------------
+#
+# kafka-python parses each fetched partition lazily, inside `poll`, and one record
+# it cannot parse makes every `poll` raise (a bare `CorruptRecordError`, with no
+# partition or offset) without moving past it: a crash loop any producer can cause.
+# Its fetcher builds each partition's reader as `self.PartitionRecords`; the source
+# puts `_LenientPartitionRecords` there, which
+#
+# - reads a header key that is not UTF-8 (Kafka does not check them; the Java
+#   client decodes them leniently) with backslash escapes, so the record is a
+#   normal message and gets its outcome by the usual rules;
+# - turns any other failure to read a batch (a CRC mismatch, a broken structure, a
+#   codec this build lacks) into `_Unreadable`, naming the partition and where the
+#   batch ends, so that `poll` can seek past it.
+
+
+class _NotUtf8(str):
+    """A header key that was not UTF-8, read with backslash escapes (b"\\xff" as "\\\\xff")."""
+
+    __slots__ = ()
+
+
+class _LenientBatch(DefaultRecordBatch):  # type: ignore[misc]
+    """A v2 record batch whose header keys need not be UTF-8.
+
+    kafka-python reads each record as usual; only one it refuses for a header key
+    is read again here, its keys decoded with backslash escapes.
+    """
+
+    __slots__ = ()  # none of its own: a `DefaultRecordBatch` can become one
+
+    def __next__(self) -> DefaultRecord:
+        try:
+            return super().__next__()
+        except CorruptRecordError as error:
+            if self.is_control_batch or not isinstance(error.__context__, UnicodeDecodeError):
+                raise
+            try:
+                return _read_leniently(self)
+            except (ValueError, IndexError) as again:
+                raise CorruptRecordError(f"Found invalid record structure: {again!r}") from again
+
+
+def _read_leniently(batch: Any) -> DefaultRecord:
+    """The record at `batch`'s read position, read as kafka-python's `_read_msg` does."""
+    buffer, pos = batch._buffer, batch._pos
+    length, pos = decode_varint(buffer, pos)
+    end = pos + length
+    _attributes, pos = decode_varint(buffer, pos)
+    timestamp_delta, pos = decode_varint(buffer, pos)
+    offset_delta, pos = decode_varint(buffer, pos)
+    key, pos = _read_bytes(buffer, pos)
+    value, pos = _read_bytes(buffer, pos)
+    count, pos = decode_varint(buffer, pos)
+    headers: list[tuple[str, bytes | None]] = []
+    for _ in range(count):
+        name, pos = _read_bytes(buffer, pos)
+        header_value, pos = _read_bytes(buffer, pos)
+        if name is None:
+            raise ValueError("a header key is null")
+        try:
+            headers.append((name.decode("utf-8"), header_value))
+        except UnicodeDecodeError:
+            headers.append((_NotUtf8(name.decode("utf-8", "backslashreplace")), header_value))
+    if pos != end:
+        raise ValueError(f"record of {length} bytes, {pos - end + length} read")
+    batch._pos = pos
+    batch._next_record_index += 1
+    if batch.timestamp_type == batch.LOG_APPEND_TIME:
+        timestamp = batch.max_timestamp
+    else:
+        timestamp = batch.first_timestamp + timestamp_delta
+    return DefaultRecord(
+        length, batch.base_offset + offset_delta, timestamp, batch.timestamp_type,
+        key, value, headers,
+    )  # fmt: skip
+
+
+def _read_bytes(buffer: bytearray, pos: int) -> tuple[bytes | None, int]:
+    """A varint-length-prefixed field of a v2 record (-1: null)."""
+    size, pos = decode_varint(buffer, pos)
+    if size < 0:
+        return None, pos
+    if pos + size > len(buffer):
+        raise IndexError(f"a field of {size} bytes runs past the batch")
+    return bytes(buffer[pos : pos + size]), pos + size
+
+
+class _LenientRecords:
+    """The batches of one fetched partition, v2 ones read by `_LenientBatch`."""
+
+    def __init__(self, records: Any) -> None:
+        self._records = records
+        self.current: Any = None  # the batch being read
+
+    def next_batch(self) -> Any:
+        batch = self._records.next_batch()
+        if type(batch) is DefaultRecordBatch:
+            batch.__class__ = _LenientBatch  # the same batch (same slots), read leniently
+        self.current = batch
+        return batch
+
+
+class _Unreadable(Exception):
+    """Records of `partition` the client cannot read, up to `next_offset` (None: unknown)."""
+
+    def __init__(self, partition: TopicPartition, batch: Any, error: Exception) -> None:
+        super().__init__(f"{partition}: {type(error).__name__}: {error}")
+        self.partition = partition
+        self.next_offset: int | None = None
+        if isinstance(batch, DefaultRecordBatch):
+            self.next_offset = batch.next_offset
+        elif isinstance(batch, LegacyRecordBatch):  # its offset is its last record's
+            self.next_offset = batch.base_offset + 1
+        self.reason = (
+            "unsupported_codec" if isinstance(error, UnsupportedCodecError) else "corrupt_record"
+        )
+        self.error = f"{type(error).__name__}: {error}"
+
+
+class _LenientPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
+    """kafka-python's reader of a fetched partition, with `_LenientRecords` under it."""
+
+    def _unpack_records(
+        self, tp: TopicPartition, records: Any, key_deserializer: Any, value_deserializer: Any
+    ) -> Iterator[ConsumerRecord]:
+        batches = _LenientRecords(records)
+        try:
+            yield from super()._unpack_records(tp, batches, key_deserializer, value_deserializer)
+        except (CorruptRecordError, UnsupportedCodecError) as error:
+            raise _Unreadable(tp, batches.current, error) from error
+
+
+def _message(record: ConsumerRecord) -> Message:
+    headers = record.headers or []
+    odd = [name for name, _ in headers if isinstance(name, _NotUtf8)]
+    if odd:
+        log.warning(
+            "header_key_not_utf8", topic=record.topic, partition=record.partition,
+            offset=record.offset, keys=odd,
+        )  # fmt: skip
+    return Message(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=[(str(name), value or b"") for name, value in headers],
+    )
+
+
 class KafkaUploadSource:
     """A consumer-group member on the uploads topic; auto-commit off, commits explicit.
 
@@ -170,26 +321,45 @@ class KafkaUploadSource:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             **security_options(settings),
         )
+        # kafka-python has no option for this; its fetcher reads through this class.
+        self._consumer._fetcher.PartitionRecords = _LenientPartitionRecords
 
     def subscribe(self, listener: RebalanceListener) -> None:
         self._consumer.subscribe([self._topic], listener=_Rebalance(listener))
 
     def poll(self, timeout_s: float, max_records: int) -> list[Message]:
-        batches = self._consumer.poll(
-            timeout_ms=int(timeout_s * 1000), max_records=max(1, max_records)
-        )
-        return [
-            Message(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                headers=[(name, value or b"") for name, value in record.headers or []],
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=int(timeout_s * 1000), max_records=max(1, max_records)
             )
-            for records in batches.values()
-            for record in records
-        ]
+        except _Unreadable as unreadable:
+            return self._skip(unreadable)
+        return [_message(record) for records in batches.values() for record in records]
+
+    def _skip(self, unreadable: _Unreadable) -> list[Message]:
+        """Seek past what cannot be read (to the end of its batch), logged; a `Skipped` says so.
+
+        The records before it were delivered by earlier polls, so the partition's
+        position is the first offset skipped.
+        """
+        tp = unreadable.partition
+        if tp not in self._consumer.assignment():
+            return []  # taken away meanwhile: its next owner meets it
+        first = self._consumer.position(tp)
+        resume = unreadable.next_offset
+        if resume is None or resume <= first:
+            resume = first + 1
+        self._consumer.seek(tp, resume)
+        log.error(
+            "record_skipped", topic=tp.topic, partition=tp.partition, offset=first,
+            next_offset=resume, reason=unreadable.reason, error=unreadable.error,
+        )  # fmt: skip
+        return [
+            Skipped(
+                tp.topic, tp.partition, resume - 1, None, None,
+                reason=unreadable.reason, count=resume - first,
+            )
+        ]  # fmt: skip
 
     def commit(self, positions: dict[Partition, int]) -> None:
         if positions:

@@ -60,6 +60,12 @@ class Metrics:
         self.decoder_crashes = Counter(
             "deepscreen_decoder_crashes", "Decoder worker processes that died", registry=r
         )
+        self.records_skipped = Counter(
+            "deepscreen_records_skipped",
+            "Offsets the Kafka client could not read, skipped past (each logged), by reason",
+            ["reason"],
+            registry=r,
+        )
         self.unpublishable = Counter(
             "deepscreen_unpublishable_outcomes",
             "Uploads whose outcome and dead letter could not be published (left uncommitted)",

@@ -38,7 +38,7 @@ from types import FrameType
 
 import structlog
 
-from consumer.broker import EventSink, Message, UploadSource
+from consumer.broker import EventSink, Message, Skipped, UploadSource
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, Partition
 from consumer.processing import HandedBack, Unpublishable, UploadProcessor
@@ -275,6 +275,11 @@ class Service:
 
     def _take(self, messages: list[Message]) -> None:
         for message in messages:
+            if isinstance(message, Skipped):  # unreadable, sought past: nothing to do, but done
+                self._tracker.started(message.where, message.offset)
+                self._tracker.finished(message.where, message.offset)
+                self.metrics.records_skipped.labels(message.reason).inc(message.count)
+                continue
             self._start(message)
             self.state.consumed += 1
 
