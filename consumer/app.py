@@ -139,6 +139,7 @@ def build_app(
                 "consuming": state.ready,
                 "broker_reachable": state.broker_reachable,
                 "no_partition_blocked": state.blocked_partitions == 0,
+                "publishing": sink.publishing(),
             },
         ).start()
         closers.append(("http", health.close))

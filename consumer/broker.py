@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
@@ -116,6 +117,10 @@ class EventSink(Protocol):
         ...
 
     def flush(self, timeout_s: float) -> None: ...
+
+    def publishing(self) -> bool:
+        """False from a failed send until one succeeds again (for readiness)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -421,11 +426,40 @@ def _log_commit_failure(offsets: object, response: object) -> None:
         log.warning("commit_failed", error=f"{type(response).__name__}: {response}")
 
 
+# Errors about the record itself: the same record fails the same way on any producer.
+_RECORD_ERRORS: tuple[type[KafkaError], ...] = tuple(
+    found
+    for name in ("MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidTopicError",
+                 "TopicAuthorizationFailedError", "InvalidRecordError", "CorruptRecordError")
+    if isinstance(found := getattr(kafka_errors, name, None), type)
+    and issubclass(found, KafkaError)
+)  # fmt: skip
+
+
 class KafkaEventSink:
-    """An idempotent producer with `acks=all`; `send` returns once the broker has the event."""
+    """An idempotent producer with `acks=all`; `send` returns once the broker has the event.
+
+    kafka-python's idempotent producer can end in a fatal state it never leaves
+    (after an outage, the broker answers its producer-id request with an error
+    and it aborts every batch from then on). Such a producer is replaced by a
+    new one, and the send is reported as retriable, so the caller sends it again
+    (with the same event id) through the new producer. An error about the
+    record itself (too large, a topic we may not write) is not retriable: a new
+    producer would fail it the same way. `publishing()` is False from a failed
+    send until the next one succeeds.
+    """
 
     def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = KafkaProducer(
+        self._settings = settings
+        self._ack_timeout_s = settings.producer_ack_timeout_s
+        self._lock = threading.Lock()
+        self._producer = self._new_producer()
+        self._publishing = True
+        self.rebuilds = 0
+
+    def _new_producer(self) -> KafkaProducer:
+        settings = self._settings
+        return KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
             client_id=f"{settings.client_id}-producer",
             acks="all",
@@ -435,24 +469,50 @@ class KafkaEventSink:
             max_request_size=settings.producer_max_request_bytes,
             **security_options(settings),
         )
-        self._ack_timeout_s = settings.producer_ack_timeout_s
+
+    def publishing(self) -> bool:
+        return self._publishing
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        producer = self._producer
         try:
-            future = self._producer.send(topic, key=key, value=value, headers=headers)
+            future = producer.send(topic, key=key, value=value, headers=headers)
             future.get(timeout=self._ack_timeout_s)
+        except _RECORD_ERRORS as error:
+            raise PublishError(type(error).__name__, str(error), retriable=False) from error
         except KafkaError as error:
-            raise PublishError(
-                type(error).__name__, str(error), retriable=error.retriable
-            ) from error
+            self._publishing = False
+            retriable = bool(error.retriable)
+            if not retriable or _in_fatal_state(producer):
+                self._replace(producer, error)
+                retriable = True  # the new producer may well take it
+            raise PublishError(type(error).__name__, str(error), retriable=retriable) from error
         except (TypeError, ValueError, AssertionError) as error:  # the client refused the record
             raise PublishError(type(error).__name__, str(error), retriable=False) from error
+        self._publishing = True
+
+    def _replace(self, failed: KafkaProducer, error: Exception) -> None:
+        """A new producer in place of `failed` (once, however many workers saw it fail)."""
+        with self._lock:
+            if self._producer is not failed:
+                return
+            self._producer = self._new_producer()
+            self.rebuilds += 1
+        log.warning("producer_rebuilt", error=f"{type(error).__name__}: {error}",
+                    rebuilds=self.rebuilds)  # fmt: skip
+        threading.Thread(target=failed.close, kwargs={"timeout": 0}, daemon=True).start()
 
     def flush(self, timeout_s: float) -> None:
         self._producer.flush(timeout=timeout_s)
 
     def close(self) -> None:
         self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
+
+
+def _in_fatal_state(producer: KafkaProducer) -> bool:
+    """Whether kafka-python's producer has given up for good (its idempotence state failed)."""
+    manager = getattr(producer, "_transaction_manager", None)
+    return bool(manager is not None and manager.has_fatal_error())
 
 
 class InMemoryUploadSource:
@@ -595,6 +655,10 @@ class InMemoryEventSink:
             if topic in self.refused_topics:
                 raise PublishError("TopicAuthorizationFailedError", topic, retriable=False)
             self.sent.append(SentEvent(topic, key, value, list(headers)))
+
+    def publishing(self) -> bool:
+        with self._lock:
+            return self.fail_next == 0
 
     def on(self, topic: str) -> list[SentEvent]:
         with self._lock:

@@ -95,8 +95,10 @@ class BrokerExited(RuntimeError):
 class EmbeddedBroker:
     """Tansu with memory storage on a free loopback port; a context manager."""
 
-    def __init__(self, startup_timeout_s: float = 20.0) -> None:
+    def __init__(self, startup_timeout_s: float = 20.0, advertised_port: int | None = None) -> None:
+        """`advertised_port`: the port clients are told to connect to (a proxy's), if not ours."""
         self.startup_timeout_s = startup_timeout_s
+        self.advertised_port = advertised_port
         self.port = 0
         self.log_path: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -113,11 +115,14 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self) -> Self:
-        """Start and wait until a Kafka client gets metadata; a port taken meanwhile is retried."""
+    def start(self, port: int | None = None) -> Self:
+        """Start and wait until a Kafka client gets metadata; a port taken meanwhile is retried.
+
+        With `port`, on that port (a restart where clients expect it), without retries.
+        """
         failure = ""
-        for _attempt in range(3):
-            self._spawn(free_port())
+        for _attempt in range(1 if port else 3):
+            self._spawn(port or free_port())
             try:
                 self._wait_ready()
                 return self
@@ -168,12 +173,14 @@ class EmbeddedBroker:
     def _spawn(self, port: int) -> None:
         self.port = port
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or port}"
         handle, name = tempfile.mkstemp(prefix=f"tansu-{port}-", suffix=".log")
         self.log_path = Path(name)
         with os.fdopen(handle, "wb") as log:
             self._process = subprocess.Popen(
                 [tansu_binary(), "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                 "--advertised-listener-url", advertised,
+                 "--storage-engine", "memory://tansu/"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -285,3 +285,29 @@ def test_an_unpublishable_upload_holds_its_partitions_commits_but_not_a_worker()
     finally:
         service.stop()
         runner.join(10)
+
+
+def test_offsets_the_source_skipped_as_unreadable_are_counted_and_committed_past() -> None:
+    from consumer.broker import Skipped  # (appended test; the import block is shared)
+
+    first, later = uploads(2, partitions=1)
+    messages = [
+        first,  # offset 0
+        Skipped("uploads", 0, 2, None, None, reason="corrupt_record", count=2),  # 1 and 2
+        Message("uploads", 0, 3, None, later.value),
+        Skipped("uploads", 0, 4, None, None, reason="unsupported_codec"),  # the last one
+    ]
+    service, source, sink = service_for(messages, SlowScreen(0.01))
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    try:
+        until(lambda: source.committed() == {P0: 5})
+    finally:
+        service.stop()
+        runner.join(10)
+    read = service.metrics.registry.get_sample_value
+    assert read("deepscreen_records_skipped_total", {"reason": "corrupt_record"}) == 2
+    assert read("deepscreen_records_skipped_total", {"reason": "unsupported_codec"}) == 1
+    assert read("deepscreen_uploads_consumed_total") == 2
+    assert verdict_ids(sink) == {"v-0", "v-1"}
+    assert sink.on(service.settings.kafka.dlq_topic) == []

@@ -13,15 +13,21 @@ offsets for batches).
 from __future__ import annotations
 
 import json
+import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecords
+from kafka.record.util import calc_crc32c
 from kafka.structs import OffsetAndMetadata
 
+from consumer.broker import _LenientPartitionRecords, _NotUtf8, _Unreadable
 from tests.integration.conftest import RunningService, Topics, service_settings
 from tests.integration.outcomes import Published, file_upload, read
 from tests.support.broker import (
@@ -138,3 +144,76 @@ def test_a_batch_that_fails_its_crc_is_skipped_logged_counted_and_committed_past
     )
     assert skipped == 2
     assert service.thread.is_alive()
+
+
+# -- the reader alone, on batches built here (no broker) ------------------------------------
+
+UPLOADS_0 = TopicPartition("uploads", 0)
+Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+
+
+def batch(
+    records: Sequence[Record], base_offset: int = 0, *, compression: int = 0, codec: int = 0
+) -> bytes:
+    """A v2 record batch as a producer writes it (`codec`: compression bits claimed, not used)."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=compression, is_transactional=False, producer_id=-1,
+        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20,
+    )  # fmt: skip
+    for delta, (key, value, headers) in enumerate(records):
+        builder.append(delta, timestamp=None, key=key, value=value, headers=list(headers))
+    data = builder.build()
+    struct.pack_into(">q", data, 0, base_offset)  # the broker's part; not under the CRC
+    if codec:
+        offset = DefaultRecordBatch.ATTRIBUTES_OFFSET
+        attributes = struct.unpack_from(">h", data, offset)[0]
+        struct.pack_into(">h", data, offset, attributes | codec)
+        crc = calc_crc32c(memoryview(data)[offset:])
+        struct.pack_into(">I", data, DefaultRecordBatch.CRC_OFFSET, crc)
+    return bytes(data)
+
+
+def reader(data: bytes, fetch_offset: int = 0) -> Any:
+    """What the source's consumer reads a fetched partition with."""
+    return _LenientPartitionRecords(fetch_offset, UPLOADS_0, MemoryRecords(data))
+
+
+@pytest.mark.parametrize("compression", [0, DefaultRecordBatch.CODEC_GZIP], ids=["plain", "gzip"])
+def test_the_reader_reads_header_keys_that_are_not_utf8_with_escapes_anywhere_in_a_batch(
+    compression: int,
+) -> None:
+    data = batch([
+        (b"k0", b"first", [("origin", b"t")]),
+        (b"k1", b"odd", [raw_header(NOT_UTF8, b"h"), ("origin", b"t"), raw_header(b"ok\xe9", b"")]),
+        (b"k2", b"last", []),
+    ], compression=compression)  # fmt: skip
+
+    records = reader(data).take()
+
+    assert [(r.offset, r.key, r.value) for r in records] == [
+        (0, b"k0", b"first"), (1, b"k1", b"odd"), (2, b"k2", b"last")]  # fmt: skip
+    assert records[1].headers == [(AS_READ, b"h"), ("origin", b"t"), ("ok\\xe9", b"")]
+    assert [type(name) for name, _ in records[1].headers] == [_NotUtf8, str, _NotUtf8]
+    # Fetched from the middle of the batch, the odd record is read (and dropped) first.
+    assert [r.offset for r in reader(data, fetch_offset=2).take()] == [2]
+
+
+def test_the_reader_says_which_partition_cannot_be_read_and_where_the_bad_batch_ends() -> None:
+    good = batch([(b"k0", b"good", [])])
+    corrupt = bytearray(batch([(b"k1", b"one", []), (b"k2", b"two", [])], base_offset=1))
+    corrupt[-1] ^= 0xFF  # a flipped bit in the last record: the CRC no longer matches
+    records = reader(good + bytes(corrupt))
+
+    assert [r.value for r in records.take()] == [b"good"]
+    with pytest.raises(_Unreadable) as raised:
+        records.take()
+
+    assert (raised.value.partition, raised.value.next_offset) == (UPLOADS_0, 3)
+    assert raised.value.reason == "corrupt_record" and "crc" in raised.value.error
+
+
+def test_the_reader_says_so_when_a_batch_is_compressed_with_a_codec_it_does_not_know() -> None:
+    with pytest.raises(_Unreadable) as raised:
+        reader(batch([(b"k0", b"packed", [])], base_offset=7, codec=0x07)).take()
+
+    assert (raised.value.next_offset, raised.value.reason) == (8, "unsupported_codec")

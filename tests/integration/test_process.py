@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from consumer.embedded import free_port
+SHUTDOWN_TEARDOWN_S = 100.0  # TEMP
 from tests.conftest import REPO
 from tests.integration.conftest import Topics
 from tests.integration.outcomes import file_upload, publish, read, upload_message, wait_for
@@ -173,3 +174,55 @@ def test_sigterm_drains_in_flight_work_within_the_limit_and_loses_nothing(
     assert sorted(v.data.video_id for v in published.verdicts) == [
         f"video-{i:02d}" for i in range(UPLOADS)
     ]
+
+
+DRAIN_S = 10.0
+
+
+def test_sigterm_stops_within_the_drain_plus_teardown_and_commits_work_done_in_the_drain(
+    broker: TansuBroker, media: Path, serve: type
+) -> None:
+    """One video finishes during the drain, one outlasts it: the first is committed (a
+    restarted consumer does not redo it), the second is handed back at the limit, and the
+    process is gone within `DEEPSCREEN_DRAIN_SECONDS` plus the documented teardown bound."""
+    topics = Topics.fresh(partitions=1).create(broker)
+    http_media = {
+        "DEEPSCREEN_MEDIA__ALLOWED_HOSTS": '["127.0.0.1"]',
+        "DEEPSCREEN_MEDIA__ALLOW_PRIVATE_ADDRESSES": "true",
+        "DEEPSCREEN_MEDIA__READ_TIMEOUT_S": "600",
+        "DEEPSCREEN_MEDIA__TOTAL_TIMEOUT_S": "600",
+        "DEEPSCREEN_DRAIN_SECONDS": str(DRAIN_S),
+    }
+    with GatedSite(media) as in_drain, GatedSite(media) as past_drain:
+        messages = [
+            file_upload("video-00", media / "moving_face.mp4"),  # done before the SIGTERM
+            upload_message("video-01", in_drain.url("moving_face.mp4")),  # done in the drain
+            upload_message("video-02", past_drain.url("two_faces.mp4")),  # outlasts the drain
+            *(file_upload(f"video-{i:02d}", media / "no_face.mp4") for i in range(3, 5)),
+        ]
+        publish(broker, topics, messages)
+        first = serve(topics, **http_media).start()
+        wait_for(broker, topics, expected=1, timeout_s=180)
+        assert in_drain.held.wait(60) and past_drain.held.wait(60)
+        asked = time.monotonic()
+        first.kill(signal.SIGTERM)
+        time.sleep(0.5)
+        in_drain.open()  # video-01 is fetched and screened while the service drains
+        exit_code = first.process.wait(timeout=120)
+        took = time.monotonic() - asked
+        log = first.output()
+        assert exit_code == 0, log
+        before = read(broker, topics, len(messages))
+        assert sorted(v.data.video_id for v in before.verdicts) == ["video-00", "video-01"], log
+        bound = DRAIN_S + SHUTDOWN_TEARDOWN_S
+        assert took <= bound + 1.0, f"took {took:.1f} s to stop (bound {bound:.1f} s)\n{log}"
+        committed = committed_offsets(broker.bootstrap, topics.group, topics.uploads).get(0, 0)
+        assert committed == 2, log  # video-01, finished in the drain, is committed
+
+        past_drain.open()
+        serve(topics, **http_media).start()
+        published = wait_for(broker, topics, expected=len(messages), timeout_s=300)
+        time.sleep(2)
+        published = read(broker, topics, len(messages) + 5)
+    by_video = Counter(v.data.video_id for v in published.verdicts)
+    assert by_video == {f"video-{i:02d}": 1 for i in range(len(messages))}, by_video

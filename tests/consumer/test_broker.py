@@ -1,0 +1,82 @@
+"""The Kafka producer adapter: what it reports as retriable, and when it replaces its producer.
+
+kafka-python's producer is replaced by a fake here; the real one is exercised
+against the broker in tests/integration/test_outage.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+
+from consumer import broker
+from consumer.broker import KafkaEventSink, PublishError
+from consumer.settings import KafkaSettings
+
+
+class FakeProducer:
+    """Fails its sends with the errors it is given, in order, then succeeds."""
+
+    made: ClassVar[list[FakeProducer]] = []
+    errors: ClassVar[list[Exception]] = []
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.closed = False
+        FakeProducer.made.append(self)
+
+    def send(self, topic: str, **record: Any) -> FakeProducer:
+        if FakeProducer.errors:
+            raise FakeProducer.errors.pop(0)
+        return self
+
+    def get(self, timeout: float) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> KafkaEventSink:
+    FakeProducer.made, FakeProducer.errors = [], []
+    monkeypatch.setattr(broker, "KafkaProducer", FakeProducer)
+    return KafkaEventSink(KafkaSettings(producer_max_request_bytes=2 * 1024 * 1024))
+
+
+def test_the_producer_is_sized_by_the_setting(sink: KafkaEventSink) -> None:
+    [producer] = FakeProducer.made
+    assert producer.options["max_request_size"] == 2 * 1024 * 1024
+    assert producer.options["enable_idempotence"] is True
+
+
+def test_a_producer_that_gave_up_is_replaced_and_the_send_may_be_retried(
+    sink: KafkaEventSink,
+) -> None:
+    FakeProducer.errors = [KafkaError("Aborting producer batches due to fatal error")]
+    with pytest.raises(PublishError) as failed:
+        sink.send("flags", b"k", b"v", [])
+    assert failed.value.retriable
+    assert not sink.publishing()
+    assert len(FakeProducer.made) == 2 and sink.rebuilds == 1
+    sink.send("flags", b"k", b"v", [])  # through the new producer
+    assert sink.publishing()
+
+
+def test_an_outage_is_retriable_without_a_new_producer(sink: KafkaEventSink) -> None:
+    FakeProducer.errors = [KafkaTimeoutError("no ack in 30 s")]
+    with pytest.raises(PublishError) as failed:
+        sink.send("flags", b"k", b"v", [])
+    assert failed.value.retriable and len(FakeProducer.made) == 1
+
+
+def test_a_record_that_can_never_be_sent_is_not_retriable_and_keeps_the_producer(
+    sink: KafkaEventSink,
+) -> None:
+    FakeProducer.errors = [MessageSizeTooLargeError("2 MiB > 1 MiB")]
+    with pytest.raises(PublishError) as failed:
+        sink.send("dlq", b"k", b"v" * 10, [])
+    assert not failed.value.retriable and failed.value.error_class == "MessageSizeTooLargeError"
+    assert len(FakeProducer.made) == 1 and sink.publishing()
