@@ -328,6 +328,7 @@ class KafkaUploadSource:
         )
         # kafka-python has no option for this; its fetcher reads through this class.
         self._consumer._fetcher.PartitionRecords = _LenientPartitionRecords
+        self._poll_failing = False  # the last poll raised (logged once per outage)
 
     def subscribe(self, listener: RebalanceListener) -> None:
         self._consumer.subscribe([self._topic], listener=_Rebalance(listener))
@@ -339,6 +340,19 @@ class KafkaUploadSource:
             )
         except _Unreadable as unreadable:
             return self._skip(unreadable)
+        except KafkaError as error:
+            if not error.retriable:
+                raise
+            # The broker is away (kafka-python raises its connection errors out of poll
+            # while it looks for the group coordinator): nothing to take this time.
+            if not self._poll_failing:
+                log.warning("poll_failed", error=f"{type(error).__name__}: {error}",
+                            effect="polling goes on until the broker answers")  # fmt: skip
+            self._poll_failing = True
+            return []
+        if self._poll_failing:
+            log.info("poll_recovered")
+            self._poll_failing = False
         return [_message(record) for records in batches.values() for record in records]
 
     def _skip(self, unreadable: _Unreadable) -> list[Message]:
