@@ -139,6 +139,7 @@ def build_app(
                 "consuming": state.ready,
                 "broker_reachable": state.broker_reachable,
                 "no_partition_blocked": state.blocked_partitions == 0,
+                "no_partition_stuck": state.stuck_partitions == 0,
                 "publishing": sink.publishing(),
             },
         ).start()

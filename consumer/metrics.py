@@ -71,6 +71,11 @@ class Metrics:
             "Uploads whose outcome and dead letter could not be published (left uncommitted)",
             registry=r,
         )
+        self.stuck_partitions = Gauge(
+            "deepscreen_stuck_partitions",
+            "Assigned partitions whose commits wait on one upload for over kafka.stuck_after_s",
+            registry=r,
+        )
         self.blocked_partitions = Gauge(
             "deepscreen_blocked_partitions",
             "Assigned partitions whose commits are held behind an unpublishable offset",

@@ -11,6 +11,7 @@ flushed; a crash therefore redelivers at most the unfinished tail.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -24,13 +25,13 @@ class _PartitionState:
     __slots__ = ("blocked", "committed", "in_flight", "next_offset")
 
     def __init__(self) -> None:
-        self.in_flight: set[int] = set()
+        self.in_flight: dict[int, float] = {}  # offset → when it started (monotonic)
         self.blocked: set[int] = set()  # no outcome could be published: never committed past
         self.next_offset: int | None = None  # one past the highest offset started
         self.committed: int | None = None  # position last committed
 
     def position(self) -> int | None:
-        held = self.in_flight | self.blocked
+        held = self.in_flight.keys() | self.blocked
         if held:
             return min(held)
         return self.next_offset
@@ -47,7 +48,7 @@ class OffsetTracker:
     def started(self, partition: Partition, offset: int) -> None:
         with self._lock:
             state = self._partitions.setdefault(partition, _PartitionState())
-            state.in_flight.add(offset)
+            state.in_flight[offset] = time.monotonic()
             if state.next_offset is None or offset >= state.next_offset:
                 state.next_offset = offset + 1
 
@@ -56,7 +57,7 @@ class OffsetTracker:
         with self._lock:
             state = self._partitions.get(partition) or self._parked.get(partition)
             if state is not None:
-                state.in_flight.discard(offset)
+                state.in_flight.pop(offset, None)
 
     def block(self, partition: Partition, offset: int) -> None:
         """`offset` will never have a published outcome: commits stop before it, for good.
@@ -68,13 +69,29 @@ class OffsetTracker:
         with self._lock:
             state = self._partitions.get(partition) or self._parked.get(partition)
             if state is not None:
-                state.in_flight.discard(offset)
+                state.in_flight.pop(offset, None)
                 state.blocked.add(offset)
 
     def blocked(self) -> dict[Partition, int]:
         """The lowest blocked offset of every assigned partition that has one."""
         with self._lock:
             return {p: min(s.blocked) for p, s in self._partitions.items() if s.blocked}
+
+    def stuck(self, older_than_s: float) -> dict[Partition, int]:
+        """Assigned partitions whose commits wait on one offset in flight for over `older_than_s`.
+
+        (Every step of screening is bounded, so an offset held that long means a
+        bug or an outage; readiness says so.)
+        """
+        now = time.monotonic()
+        with self._lock:
+            stuck = {}
+            for partition, state in self._partitions.items():
+                if state.in_flight:
+                    lowest = min(state.in_flight)
+                    if now - state.in_flight[lowest] > older_than_s:
+                        stuck[partition] = lowest
+            return stuck
 
     def committable(self) -> dict[Partition, int]:
         """Positions that moved past the last commit, per partition still assigned."""

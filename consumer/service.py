@@ -72,6 +72,7 @@ class RunState:
         self.ready = False
         self.broker_reachable = False
         self.blocked_partitions = 0  # assigned partitions held behind an unpublishable offset
+        self.stuck_partitions = 0  # assigned partitions waiting on one offset for too long
         self.paused = False
         now = time.monotonic()
         self.last_turn = self.last_poll = self.last_commit = self.last_lag = now
@@ -247,7 +248,10 @@ class Service:
             state.last_poll = time.monotonic()
 
     def _sample_health(self) -> None:
-        """What /readyz reports: the broker answers; no partition is held behind an offset."""
+        """What /readyz reports: the broker answers; no partition is held behind an offset.
+
+        (Held for good: an unpublishable upload; held too long: `kafka.stuck_after_s`.)
+        """
         state = self.state
         state.broker_reachable = self._source.reachable()
         blocked = self._tracker.blocked()
@@ -258,6 +262,15 @@ class Service:
             )
             state.blocked_partitions = len(blocked)
             self.metrics.blocked_partitions.set(len(blocked))
+        stuck = self._tracker.stuck(self.settings.kafka.stuck_after_s)
+        if len(stuck) != state.stuck_partitions:
+            log.warning(
+                "partitions_stuck" if stuck else "partitions_unstuck",
+                partitions={p.partition: offset for p, offset in stuck.items()},
+                limit_s=self.settings.kafka.stuck_after_s,
+            )
+            state.stuck_partitions = len(stuck)
+            self.metrics.stuck_partitions.set(len(stuck))
 
     def _commit_if_due(self) -> None:
         now = time.monotonic()

@@ -71,6 +71,10 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_in_flight: int = Field(default=8, ge=1, le=1024, description="videos screened at once")
     commit_interval_s: float = Field(default=1.0, gt=0)
+    # A partition whose commits wait this long on one upload in flight is reported stuck
+    # (/readyz, `deepscreen_stuck_partitions`): longer than fetching, its retries and
+    # decoding can take together.
+    stuck_after_s: float = Field(default=1800.0, gt=0)
     # The producer: how long a send waits for the broker's acknowledgement, how long
     # it waits to batch, and how often the client itself retries a failed request.
     producer_ack_timeout_s: float = Field(default=30.0, gt=0)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -85,3 +87,19 @@ def test_the_committed_position_never_passes_an_unfinished_offset(
     position = tracker.committable()[P0]
     assert all(offset in finished for offset in range(position))
     assert position == 30 or position not in finished
+
+
+def test_a_partition_waiting_too_long_on_one_offset_is_stuck_until_it_finishes() -> None:
+    tracker = OffsetTracker()
+    p0, p1 = Partition("uploads", 0), Partition("uploads", 1)
+    tracker.assign([p0, p1])
+    tracker.started(p0, 5)
+    time.sleep(0.05)
+    tracker.started(p0, 6)
+    tracker.started(p1, 1)
+    assert tracker.stuck(older_than_s=10) == {}
+    assert tracker.stuck(older_than_s=0.0) == {p0: 5, p1: 1}
+    tracker.finished(p1, 1)
+    tracker.finished(p0, 5)
+    assert tracker.stuck(older_than_s=0.0) == {p0: 6}  # the next one is judged on its own start
+    assert tracker.stuck(older_than_s=10) == {}

@@ -311,3 +311,19 @@ def test_offsets_the_source_skipped_as_unreadable_are_counted_and_committed_past
     assert read("deepscreen_uploads_consumed_total") == 2
     assert verdict_ids(sink) == {"v-0", "v-1"}
     assert sink.on(service.settings.kafka.dlq_topic) == []
+
+
+def test_readiness_says_when_a_partition_waits_too_long_on_one_upload() -> None:
+    screen = SlowScreen(0.0, held=("v-0",))
+    service, _, sink = service_for(uploads(3, partitions=1), screen, stuck_after_s=0.3)
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    try:
+        until(lambda: service.state.stuck_partitions == 1)
+        assert service.metrics.registry.get_sample_value("deepscreen_stuck_partitions") == 1
+        screen.release("v-0")
+        until(lambda: service.state.stuck_partitions == 0)
+        until(lambda: len(sink.on("verdicts")) == 3)
+    finally:
+        service.stop()
+        runner.join(10)
