@@ -32,7 +32,11 @@ log = structlog.get_logger("deepscreen")
 
 # How long closing the producer may take to send what it still holds; by then every
 # outcome has been acknowledged (`send` waits) or handed back, so little is left.
-PRODUCER_CLOSE_TIMEOUT_S = 10.0
+# kafka-python's `close(timeout)` flushes, then joins its sender, each up to `timeout`:
+# twice this at most, within the producer's share of `service.SHUTDOWN_TEARDOWN_S`.
+PRODUCER_CLOSE_TIMEOUT_S = 0.5
+# How long closing the consumer may take to leave the group (its share likewise).
+CONSUMER_CLOSE_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -432,7 +436,7 @@ class KafkaUploadSource:
         return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
 
     def close(self) -> None:
-        self._consumer.close(autocommit=False)
+        self._consumer.close(autocommit=False, timeout_ms=int(CONSUMER_CLOSE_TIMEOUT_S * 1000))
 
 
 def _log_commit_failure(offsets: object, response: object) -> None:

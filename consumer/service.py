@@ -22,9 +22,10 @@ of the partitions being taken away is committed before they go.
 
 Stopping (SIGTERM, SIGINT): the signal handler only sets the run state's stop
 flag. The loop then stops polling, gives in-flight work `drain_seconds` to
-finish, commits what finished, and closes everything in the order of
-`_shut_down`. Work that did not finish is not committed, so another member
-screens it again.
+finish (less if the group would drop this member first), commits what finished
+at once (synchronously; a failure is logged), and closes everything in the
+order of `_shut_down`, each step within its share of `SHUTDOWN_TEARDOWN_S`.
+Work that did not finish is not committed, so another member screens it again.
 """
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ log = structlog.get_logger("deepscreen")
 _POLL_S = 0.2
 _PAUSED_POLL_EVERY_S = 1.0  # while paused, poll this often so rebalances are still seen
 _LAG_EVERY_S = 10.0
+
+# The shutdown after the drain takes at most this long: SIGTERM → exit is at most
+# `drain_seconds` + this (plus the loop's last turn, a fraction of a second). Each step
+# runs on a thread of its own within its share; one that overruns it is left behind
+# (logged), and `deepscreen serve` exits regardless. The chart's grace period is built on
+# it (helm/deepscreen/templates/_helpers.tpl, `deepscreen.shutdownTeardownSeconds`).
+SHUTDOWN_TEARDOWN_S = 5.0
+_COMMIT_SHARE_S = 1.5  # the final commit (retried within it)
+_PRODUCER_SHARE_S = 1.0  # see `broker.PRODUCER_CLOSE_TIMEOUT_S`
+_CONSUMER_SHARE_S = 1.0  # leaving the group; see `broker.CONSUMER_CLOSE_TIMEOUT_S`
+# The closers (the detector: scorer, then decoder processes; the cache; HTTP) share what
+# is left, at least SHUTDOWN_TEARDOWN_S minus the shares above, each taking what it needs.
+_COMMIT_RETRY_S = 0.1
+# The group drops a member that has not polled for `max_poll_interval_ms`, and a commit
+# from a dropped member fails: the drain ends this long before that, so the final
+# commit still counts.
+_MEMBERSHIP_MARGIN_S = _COMMIT_SHARE_S + 0.5
+
+
+class _Overran(Exception):
+    """A shutdown step still running when its share ran out (its thread is left behind)."""
 
 
 class RunState:
@@ -368,33 +390,114 @@ class Service:
     # -- shutdown --------------------------------------------------------------
 
     def _shut_down(self) -> None:
-        """Drain, commit, then close in dependency order: consuming, producing, engines."""
+        """Drain, commit what finished, then close within `SHUTDOWN_TEARDOWN_S`.
+
+        Order: the final commit (right after the drain), the producer (it flushes),
+        the consumer (it leaves the group; its revoke callback commits anything
+        finished since), the worker pool (not waited for), then the closers in the
+        order given (the detector: batching scorer, then decoder processes; the
+        cache; HTTP), which share what is left of the budget.
+        """
         self._drain()
-        self._commit()
-        self.state.stop()  # whatever still runs hands back
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("consumer", self._source.close),
-            ("workers", lambda: self._pool.shutdown(wait=False, cancel_futures=True)),
-            ("producer", self._sink.close),
-            *self._closers,
+        self.state.stop()  # whatever still runs hands back at its next wait
+        began = time.monotonic()
+        deadline = began + SHUTDOWN_TEARDOWN_S
+        self._final_commit(_COMMIT_SHARE_S)
+        steps: list[tuple[str, Callable[[], None], float]] = [
+            ("producer", self._sink.close, _PRODUCER_SHARE_S),
+            ("consumer", self._source.close, _CONSUMER_SHARE_S),
+            ("workers", lambda: self._pool.shutdown(wait=False, cancel_futures=True), 0.5),
+            *((name, close, SHUTDOWN_TEARDOWN_S) for name, close in self._closers),
         ]
-        for name, close in steps:
-            try:
-                close()
-            except Exception as error:  # keep closing the rest
-                log.warning("close_failed", component=name, error=str(error))
-        log.info("stopped")
+        for name, close, share in steps:
+            left = min(share, deadline - time.monotonic())
+            if left <= 0:
+                log.warning("close_skipped", component=name, reason="the teardown budget is spent")
+                continue
+            error = self._within(name, close, left)
+            if error is not None:  # keep closing the rest
+                log.warning(
+                    "close_failed", component=name, error=str(error), limit_s=round(left, 2)
+                )
+        log.info("stopped", teardown_s=round(time.monotonic() - began, 2),
+                 limit_s=SHUTDOWN_TEARDOWN_S)  # fmt: skip
 
     def _drain(self) -> None:
-        """Give in-flight work `drain_seconds`; past that, tell it to hand back."""
+        """Give in-flight work `drain_seconds` (or less, see `_drain_limit`) to finish.
+
+        What is still running then hands back: the stop flag is set, and its offset
+        stays uncommitted (whatever it publishes later is redone by the next owner,
+        with the same event ids).
+        """
         with self._lock:
             pending = set(self._futures)
         if not pending:
             return
-        log.info("draining", in_flight=len(pending), limit_s=self.settings.drain_seconds)
-        _, not_done = wait(pending, timeout=self.settings.drain_seconds)
+        limit = self._drain_limit()
+        log.info("draining", in_flight=len(pending), limit_s=round(limit, 2))
+        _, not_done = wait(pending, timeout=limit)
         if not_done:
-            # Past the limit: tell workers to hand back (their offsets stay uncommitted).
-            self.state.stop()
-            wait(not_done, timeout=5)
-            log.warning("drain_timeout", handed_back=len(not_done))
+            log.warning("drain_timeout", handed_back=len(not_done), limit_s=round(limit, 2))
+
+    def _drain_limit(self) -> float:
+        """`drain_seconds`, cut short where the group would drop this member before the
+        final commit (it has not polled since the stop)."""
+        limit = self.settings.drain_seconds
+        since_poll = time.monotonic() - self.state.last_poll
+        member_left = (
+            self.settings.kafka.max_poll_interval_ms / 1000 - since_poll - _MEMBERSHIP_MARGIN_S
+        )
+        if member_left < limit:
+            log.warning(
+                "drain_shortened", drain_seconds=limit, limit_s=round(max(0.0, member_left), 2),
+                reason="the group drops a member that has not polled within "
+                "kafka.max_poll_interval_ms, and its commits fail",
+            )  # fmt: skip
+            return max(0.0, member_left)
+        return limit
+
+    def _final_commit(self, timeout_s: float) -> None:
+        """Commit what finished, synchronously, within `timeout_s`; retried; logged either way.
+
+        No flush first: a worker marks an offset finished only after the broker
+        acknowledged its events (`EventSink.send` waits), and a flush would also
+        wait for sends of work that is handing back.
+        """
+        positions = self._tracker.committable()
+        if not positions:
+            return
+        where = {f"{p.topic}/{p.partition}": offset for p, offset in positions.items()}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            error = self._within(
+                "commit", lambda: self._source.commit(positions), deadline - time.monotonic()
+            )
+            if error is None:
+                self._tracker.committed(positions)
+                log.info("final_commit", positions=where)
+                return
+            if isinstance(error, _Overran) or time.monotonic() + _COMMIT_RETRY_S >= deadline:
+                break
+            time.sleep(_COMMIT_RETRY_S)
+        log.error(
+            "final_commit_failed", positions=where, error=f"{type(error).__name__}: {error}",
+            effect="work finished since the last commit is screened again (same event ids)",
+        )  # fmt: skip
+
+    @staticmethod
+    def _within(name: str, step: Callable[[], None], timeout_s: float) -> Exception | None:
+        """Run `step` on a thread of its own for at most `timeout_s`: None, or what went wrong."""
+        failed: list[Exception] = []
+
+        def run() -> None:
+            try:
+                step()
+            except Exception as error:
+                failed.append(error)
+
+        thread = threading.Thread(target=run, name=f"shutdown-{name}", daemon=True)
+        thread.start()
+        thread.join(max(0.0, timeout_s))
+        if thread.is_alive():
+            return _Overran(f"still running after {timeout_s:.2f} s; left behind")
+        return failed[0] if failed else None

@@ -26,6 +26,7 @@ from detector.scoring import ClipScorer
 from schemas.model import ModelInfo, ModelMetadata
 
 SIZES_KEPT = 1024  # batch sizes remembered for reports; the totals count every batch
+CLOSE_TIMEOUT_S = 0.5  # `close()` waits this long for the batch being scored
 
 
 @dataclass
@@ -70,6 +71,7 @@ class BatchingScorer:
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._closed = False
         self.stats = BatchStats()
         self._worker = threading.Thread(target=self._run, name="clip-batcher", daemon=True)
         self._worker.start()
@@ -86,6 +88,8 @@ class BatchingScorer:
         request = _Request(clips)
         if len(clips) == 0:
             request.future.set_result(np.zeros(0, dtype=np.float32))
+        elif self._closed:
+            request.future.set_exception(RuntimeError("the scorer is closed"))
         else:
             self._requests.put(request)
         return request.future
@@ -93,10 +97,23 @@ class BatchingScorer:
     def score(self, clips: Clips) -> Scores:
         return self.submit(clips).result()
 
-    def close(self) -> None:
-        """Score what is queued, then stop the worker."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Score what is queued, then stop the worker; wait for that `timeout_s` at most.
+
+        Past it the worker (a daemon thread) finishes on its own. Clips submitted
+        after `close` are not scored: their futures fail.
+        """
+        self._closed = True
         self._requests.put(None)
-        self._worker.join()
+        self._worker.join(timeout_s)
+        if not self._worker.is_alive():  # what raced in behind the stop is never scored
+            while True:
+                try:
+                    late = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if late is not None:
+                    late.future.set_exception(RuntimeError("the scorer is closed"))
 
     def _run(self) -> None:
         pending: list[_Request] = []

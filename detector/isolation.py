@@ -19,6 +19,7 @@ import multiprocessing
 import queue
 import resource
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -36,6 +37,10 @@ from schemas.verdict import Reason
 ExtractFn = Callable[[Path, int, int, DetectorConfig, FaceDetector], Extraction]
 _KILL_GRACE_S = 5.0
 _START_TIMEOUT_S = 120.0
+# `close()`: idle workers get this long to exit, then every worker left (busy ones too)
+# is killed and waited for up to `_CLOSE_KILL_WAIT_S`; at most the sum in all.
+_CLOSE_GRACE_S = 0.5
+_CLOSE_KILL_WAIT_S = 0.5
 
 
 def default_extract(
@@ -70,6 +75,8 @@ class IsolatedExtractor:
         self._context = multiprocessing.get_context("spawn")
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []  # every live worker, idle or busy (for `close`)
         starting = [self._spawn() for _ in range(workers)]  # start-up overlaps
         for worker in starting:
             self._idle.put(self._await_ready(worker))
@@ -115,12 +122,31 @@ class IsolatedExtractor:
         raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
 
     def close(self) -> None:
+        """Stop every worker within about a second, in parallel; those that do not exit are killed.
+
+        Idle workers are asked to exit; busy ones (a video still decoding when the
+        service has stopped) are killed, and their callers get an error, not a
+        verdict, and no replacement is started.
+        """
         self._closed.set()
+        idle: list[_Worker] = []
         while True:
             try:
-                self._stop(self._idle.get_nowait())
+                idle.append(self._idle.get_nowait())
             except queue.Empty:
-                return
+                break
+        for worker in idle:
+            with contextlib.suppress(OSError, ValueError):
+                worker.connection.send(None)
+        _join_all([w.process for w in idle], _CLOSE_GRACE_S)
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+        _join_all([w.process for w in workers], _CLOSE_KILL_WAIT_S)
+        for worker in idle:
+            self._stop(worker)  # already gone: only forgets it and closes its pipe
 
     def _start_worker(self) -> _Worker:
         return self._await_ready(self._spawn())
@@ -135,7 +161,10 @@ class IsolatedExtractor:
         )
         process.start()
         child.close()
-        return _Worker(process, parent)
+        worker = _Worker(process, parent)
+        with self._lock:
+            self._workers.append(worker)
+        return worker
 
     def _await_ready(self, worker: _Worker) -> _Worker:
         process, parent = worker.process, worker.connection
@@ -154,6 +183,8 @@ class IsolatedExtractor:
 
     def _replace(self, worker: _Worker) -> _Worker:
         self._stop(worker)
+        if self._closed.is_set():  # `close()` killed it: no verdict for this video, no new worker
+            raise RuntimeError("the extractor was closed while this video was being decoded")
         return self._start_worker()
 
     @staticmethod
@@ -161,8 +192,7 @@ class IsolatedExtractor:
         worker.process.join(timeout=_KILL_GRACE_S)
         return worker.process.exitcode
 
-    @staticmethod
-    def _stop(worker: _Worker) -> None:
+    def _stop(self, worker: _Worker) -> None:
         with contextlib.suppress(OSError, ValueError):
             worker.connection.send(None)
         worker.process.join(timeout=1.0)
@@ -170,6 +200,15 @@ class IsolatedExtractor:
             worker.process.kill()
             worker.process.join(timeout=_KILL_GRACE_S)
         worker.connection.close()
+        with self._lock:
+            self._workers = [w for w in self._workers if w is not worker]
+
+
+def _join_all(processes: list[BaseProcess], timeout_s: float) -> None:
+    """Wait for all of `processes` to end, `timeout_s` in all (not each)."""
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _worker_main(

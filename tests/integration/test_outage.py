@@ -18,33 +18,19 @@ from typing import Any
 
 import pytest
 
-from consumer.embedded import free_port
 from tests.integration.conftest import Topics, service_settings
 from tests.integration.outcomes import file_upload, publish, wait_for
-from tests.support.broker import TansuBroker, produce
-from tests.support.proxy import TcpProxy
+from tests.support.broker import produce
+from tests.support.proxy import ProxiedBroker
 
 pytestmark = pytest.mark.timeout(420)
 
 OUTAGE_S = 20.0
 
 
-class Site:
-    """A broker reachable only through a proxy."""
-
-    def __init__(self) -> None:
-        self.broker_port = free_port()
-        self.proxy = TcpProxy(self.broker_port).start()
-        self.broker = TansuBroker(advertised_port=self.proxy.port).start(self.broker_port)
-
-    def close(self) -> None:
-        self.broker.stop()
-        self.proxy.close()
-
-
 @pytest.fixture
-def site() -> Iterator[Site]:
-    made = Site()
+def site() -> Iterator[ProxiedBroker]:
+    made = ProxiedBroker()
     yield made
     made.close()
 
@@ -67,7 +53,9 @@ def wait_until_not_ready(service: Any, timeout_s: float) -> bool:
     return False
 
 
-def start_through_proxy(site: Site, topics: Topics, media: Path, model: Path, start: Any) -> Any:
+def start_through_proxy(
+    site: ProxiedBroker, topics: Topics, media: Path, model: Path, start: Any
+) -> Any:
     settings = service_settings(site.broker, topics, media, model)
     proxied = settings.kafka.model_copy(
         update={"bootstrap_servers": f"127.0.0.1:{site.proxy.port}"}
@@ -80,7 +68,7 @@ def new_uploads(media: Path, tag: str) -> list[Any]:
 
 
 def test_after_a_network_outage_the_service_publishes_again(
-    site: Site, media: Path, reference_model: Path, start_service: Any
+    site: ProxiedBroker, media: Path, reference_model: Path, start_service: Any
 ) -> None:
     topics = Topics.fresh().create(site.broker)
     service = start_through_proxy(site, topics, media, reference_model, start_service)
@@ -111,7 +99,7 @@ def test_after_a_network_outage_the_service_publishes_again(
 
 
 def test_after_a_broker_restart_the_service_publishes_again(
-    site: Site, media: Path, reference_model: Path, start_service: Any
+    site: ProxiedBroker, media: Path, reference_model: Path, start_service: Any
 ) -> None:
     """The restarted broker (memory storage) has forgotten the topics and the group.
 

@@ -103,3 +103,28 @@ class TcpProxy:
                 sock.close()
             with self._lock:
                 self._sockets -= {source, sink}
+
+
+class ProxiedBroker:
+    """A broker reachable only through a `TcpProxy` (it advertises the proxy's port).
+
+    `proxy.cut()` is a network outage; `broker.stop()` then `broker.start(broker_port)`
+    a restart on the same address.
+    """
+
+    def __init__(self) -> None:
+        from consumer.embedded import free_port
+        from tests.support.broker import TansuBroker
+
+        self.broker_port = free_port()
+        self.proxy = TcpProxy(self.broker_port).start()
+        self.broker = TansuBroker(advertised_port=self.proxy.port).start(self.broker_port)
+
+    @property
+    def bootstrap(self) -> str:
+        """Where clients that must go through the proxy connect."""
+        return f"127.0.0.1:{self.proxy.port}"
+
+    def close(self) -> None:
+        self.broker.stop()
+        self.proxy.close()
