@@ -473,6 +473,7 @@ class KafkaEventSink:
         self._lock = threading.Lock()
         self._producer = self._new_producer()
         self._publishing = True
+        self._closed = False
         self.rebuilds = 0
 
     def _new_producer(self) -> KafkaProducer:
@@ -512,7 +513,7 @@ class KafkaEventSink:
     def _replace(self, failed: KafkaProducer, error: Exception) -> None:
         """A new producer in place of `failed` (once, however many workers saw it fail)."""
         with self._lock:
-            if self._producer is not failed:
+            if self._producer is not failed or self._closed:
                 return
             self._producer = self._new_producer()
             self.rebuilds += 1
@@ -524,6 +525,8 @@ class KafkaEventSink:
         self._producer.flush(timeout=timeout_s)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True  # a send failing after this is not a reason for a new producer
         self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
 
 

@@ -98,6 +98,11 @@ class UploadProcessor:
         except (HandedBack, _DeadLettered, Unpublishable):
             raise
         except Exception as error:
+            # While stopping, the engines are torn down under the work: not the upload's fault.
+            if self._stopping.is_set():
+                log.info("handed_back", reason=f"{type(error).__name__} while stopping",
+                         partition=message.partition, offset=message.offset)  # fmt: skip
+                raise HandedBack from error
             log.exception("processing_failed", partition=message.partition, offset=message.offset)
             self._dead_letter(
                 message, type(error).__name__, "processing_failed", str(error) or repr(error), 1

@@ -457,21 +457,20 @@ class Service:
         return limit
 
     def _final_commit(self, timeout_s: float) -> None:
-        """Commit what finished, synchronously, within `timeout_s`; retried; logged either way.
-
-        No flush first: a worker marks an offset finished only after the broker
-        acknowledged its events (`EventSink.send` waits), and a flush would also
-        wait for sends of work that is handing back.
-        """
+        """Flush and commit what finished, synchronously, within `timeout_s`: retried
+        while there is time, logged either way (`final_commit`, `final_commit_failed`)."""
         positions = self._tracker.committable()
         if not positions:
             return
         where = {f"{p.topic}/{p.partition}": offset for p, offset in positions.items()}
         deadline = time.monotonic() + timeout_s
+
+        def flush_and_commit() -> None:
+            self._sink.flush(timeout_s=self.settings.kafka.flush_timeout_s)
+            self._source.commit(positions)
+
         while True:
-            error = self._within(
-                "commit", lambda: self._source.commit(positions), deadline - time.monotonic()
-            )
+            error = self._within("commit", flush_and_commit, deadline - time.monotonic())
             if error is None:
                 self._tracker.committed(positions)
                 log.info("final_commit", positions=where)

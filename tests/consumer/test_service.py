@@ -327,3 +327,116 @@ def test_readiness_says_when_a_partition_waits_too_long_on_one_upload() -> None:
     finally:
         service.stop()
         runner.join(10)
+
+
+# -- stopping: the drain, the final commit, a bounded teardown -----------------------
+
+
+class GroupSource(InMemoryUploadSource):
+    """A group member as the broker sees it: one that has not polled for
+    `max_poll_interval_s` has been dropped, and its commits fail."""
+
+    def __init__(self, messages: list[Message], max_poll_interval_s: float) -> None:
+        super().__init__(messages)
+        self.max_poll_interval_s = max_poll_interval_s
+        self.last_poll = time.monotonic()
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        self.last_poll = time.monotonic()
+        return super().poll(timeout_s, max_records)
+
+    def commit(self, positions: dict[Partition, int]) -> None:
+        if time.monotonic() - self.last_poll > self.max_poll_interval_s:
+            raise RuntimeError("CommitFailedError: not part of an active group")
+        super().commit(positions)
+
+
+def stopping_service(
+    screen: SlowScreen, source: InMemoryUploadSource, sink: InMemoryEventSink,
+    drain_seconds: float, closers: list[tuple[str, Callable[[], None]]] | None = None,
+    **kafka: Any,
+) -> Service:  # fmt: skip
+    settings = Settings(
+        kafka=KafkaSettings(verdicts_topic="verdicts", **{"commit_interval_s": 0.05, **kafka}),
+        drain_seconds=drain_seconds,
+    )
+    state = RunState()
+    fetcher = InMemoryFetcher({f"file:///m/{i}.mp4": f"video {i}".encode() for i in range(100)})
+    processor = UploadProcessor(
+        settings, screen=screen, model_sha256="a" * 64, fetcher=fetcher,
+        cache=InMemoryVerdictCache(), sink=sink, metrics=Metrics(), stopping=state,
+    )  # fmt: skip
+    return Service(
+        settings, source=source, sink=sink, processor=processor, metrics=Metrics(), state=state,
+        closers=closers,
+    )  # fmt: skip
+
+
+def test_work_finished_in_the_drain_is_committed_before_the_group_drops_the_member() -> None:
+    """The drain ends early enough that the final commit still counts (30 s of drain
+    against a 10 s poll interval would otherwise lose it), and it is committed at once."""
+    from consumer.service import SHUTDOWN_TEARDOWN_S  # (appended; the imports are shared)
+
+    screen = SlowScreen(0.0, held=("v-0", "v-1"))  # v-0 finishes in the drain, v-1 outlasts it
+    source = GroupSource(uploads(2, partitions=1), max_poll_interval_s=10)
+    sink = InMemoryEventSink()
+    service = stopping_service(screen, source, sink, drain_seconds=30, max_in_flight=2,
+                               max_poll_interval_ms=10_000)  # fmt: skip
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        until(lambda: screen.running == 2)
+        asked = time.monotonic()
+        service.stop()
+        time.sleep(0.3)
+        screen.release("v-0")
+        runner.join(timeout=10 + SHUTDOWN_TEARDOWN_S)
+        took = time.monotonic() - asked
+        assert not runner.is_alive(), "the drain outlived the group membership"
+        assert took < 10 + SHUTDOWN_TEARDOWN_S
+        assert verdict_ids(sink) == {"v-0"}
+        assert source.committed() == {P0: 1}  # v-0, finished in the drain; v-1 is redone
+    finally:
+        screen.release("v-1")
+
+
+class StuckOnClose(InMemoryEventSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unstuck = threading.Event()
+
+    def close(self) -> None:
+        self.unstuck.wait(60)
+
+
+def test_a_stop_ends_within_the_drain_plus_the_teardown_bound_even_if_closing_hangs() -> None:
+    from consumer.service import SHUTDOWN_TEARDOWN_S  # (appended; the imports are shared)
+
+    screen = SlowScreen(0.0, held=("v-0", "v-1"))  # v-0 finishes in the drain, v-1 outlasts it
+    source, sink = InMemoryUploadSource(uploads(3, partitions=1)), StuckOnClose()
+    stuck_closer = threading.Event()
+
+    def stuck() -> None:
+        stuck_closer.wait(60)
+
+    service = stopping_service(
+        screen, source, sink, drain_seconds=1, max_in_flight=2,
+        closers=[("detector", stuck), ("cache", lambda: None)],
+    )  # fmt: skip
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        until(lambda: screen.running == 2)
+        asked = time.monotonic()
+        service.stop()
+        screen.release("v-0")
+        runner.join(timeout=1 + SHUTDOWN_TEARDOWN_S + 5)
+        took = time.monotonic() - asked
+        assert not runner.is_alive(), "the shutdown hung on a close"
+        assert took <= 1 + SHUTDOWN_TEARDOWN_S + 1.0, f"took {took:.2f} s"
+        assert source.committed() == {P0: 1}
+        assert source.closed
+    finally:
+        screen.release("v-1")
+        sink.unstuck.set()
+        stuck_closer.set()

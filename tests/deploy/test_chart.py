@@ -788,3 +788,29 @@ def test_checkov_finds_nothing_beyond_the_documented_exceptions(
     exceptions = checkov_exceptions()
     unexpected = sorted({f for f in failed if f[0] not in exceptions})
     assert unexpected == [], f"checkov failures not in the README's exceptions: {unexpected}"
+
+
+SHUTDOWN_MARGIN_S = 5  # the chart's `deepscreen.shutdownMarginSeconds`
+
+
+@pytest.mark.parametrize("drain", [30, 12.5, 0, 90])
+def test_grace_period_is_derived_from_the_drain_and_the_shutdown_teardown_bound(
+    chart: helm.Chart, drain: float
+) -> None:
+    """SIGTERM → exit is at most drain + `SHUTDOWN_TEARDOWN_S`: the pod is given that
+    and a margin, rounded up, unless terminationGracePeriodSeconds says more."""
+    import math
+
+    from consumer.service import SHUTDOWN_TEARDOWN_S  # (appended; the imports are shared)
+
+    documents = render(chart, {"drainSeconds": drain})
+    grace = pod_spec(documents)["terminationGracePeriodSeconds"]
+    assert float(environment(documents)["DEEPSCREEN_DRAIN_SECONDS"]) == drain
+    assert grace == math.ceil(drain + SHUTDOWN_TEARDOWN_S + SHUTDOWN_MARGIN_S)
+    assert grace > drain + SHUTDOWN_TEARDOWN_S
+    given = render(chart, {"drainSeconds": drain, "terminationGracePeriodSeconds": 600})
+    assert pod_spec(given)["terminationGracePeriodSeconds"] == 600
+    too_short = math.floor(drain + SHUTDOWN_TEARDOWN_S)
+    if too_short >= 1:
+        with pytest.raises(helm.HelmRenderError, match="plus the service's shutdown teardown"):
+            render(chart, {"drainSeconds": drain, "terminationGracePeriodSeconds": too_short})

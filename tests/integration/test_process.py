@@ -2,83 +2,24 @@
 
 from __future__ import annotations
 
-import os
+import json
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from consumer.embedded import free_port
 from consumer.service import SHUTDOWN_TEARDOWN_S
-from tests.conftest import REPO
 from tests.integration.conftest import Topics
 from tests.integration.outcomes import file_upload, publish, read, upload_message, wait_for
 from tests.support.broker import TansuBroker, committed_offsets
 from tests.support.gated_site import GatedSite
+from tests.support.serve import ServeProcess
 
 pytestmark = pytest.mark.timeout(420)
-
-
-class ServeProcess:
-    def __init__(
-        self, broker: TansuBroker, topics: Topics, media: Path, model: Path, **env: str
-    ) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            **topics.env(),
-            "DEEPSCREEN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-            "DEEPSCREEN_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "DEEPSCREEN_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-            "DEEPSCREEN_KAFKA__MAX_POLL_INTERVAL_MS": "30000",
-            "DEEPSCREEN_KAFKA__COMMIT_INTERVAL_S": "0.2",
-            "DEEPSCREEN_KAFKA__MAX_IN_FLIGHT": "2",
-            "DEEPSCREEN_MEDIA__FILE_ROOTS": f'["{media}"]',
-            "DEEPSCREEN_DETECTOR__MODEL_PATH": str(model),
-            "DEEPSCREEN_DETECTOR__WINDOWS": "2",
-            "DEEPSCREEN_DETECTOR__EXTRACTION_WORKERS": "1",
-            "DEEPSCREEN_HTTP__HOST": "127.0.0.1",
-            "DEEPSCREEN_HTTP__PORT": str(self.port),
-            "DEEPSCREEN_DRAIN_SECONDS": "30",
-            "DEEPSCREEN_REDIS__URL": "",
-            **env,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServeProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "serve"],
-            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        return self
-
-    def ready(self) -> bool:
-        result = subprocess.run(
-            [sys.executable, "-m", "consumer.cli", "healthcheck", "--port", str(self.port)],
-            cwd=REPO, env=self.env, capture_output=True, timeout=30,
-        )  # fmt: skip
-        return result.returncode == 0
-
-    def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.ready():
-            assert self.process and self.process.poll() is None, self.output()
-            assert time.monotonic() < deadline, "the service never became ready"
-            time.sleep(0.5)
-
-    def output(self) -> str:
-        if self.process and self.process.stdout and self.process.poll() is not None:
-            return self.process.stdout.read().decode(errors="replace")[-4000:]
-        return ""
-
-    def kill(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
 
 
 @pytest.fixture
@@ -86,7 +27,7 @@ def serve(broker: TansuBroker, media: Path, reference_model: Path) -> Iterator[t
     made: list[ServeProcess] = []
 
     def factory(topics: Topics, **env: str) -> ServeProcess:
-        made.append(ServeProcess(broker, topics, media, reference_model, **env))
+        made.append(ServeProcess(broker.bootstrap, topics.env(), media, reference_model, **env))
         return made[-1]
 
     yield factory  # type: ignore[misc]
@@ -179,6 +120,14 @@ def test_sigterm_drains_in_flight_work_within_the_limit_and_loses_nothing(
 DRAIN_S = 4.0
 
 
+def logged_at(log: str, event: str) -> float:
+    """When the service logged `event` (its first JSON line of that event), in seconds."""
+    for line in log.splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == event:
+            return datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+    raise AssertionError(f"no {event} in the log:\n{log}")
+
+
 def test_sigterm_stops_within_the_drain_plus_teardown_and_commits_work_done_in_the_drain(
     broker: TansuBroker, media: Path, serve: type
 ) -> None:
@@ -192,6 +141,7 @@ def test_sigterm_stops_within_the_drain_plus_teardown_and_commits_work_done_in_t
         "DEEPSCREEN_MEDIA__READ_TIMEOUT_S": "600",
         "DEEPSCREEN_MEDIA__TOTAL_TIMEOUT_S": "600",
         "DEEPSCREEN_DRAIN_SECONDS": str(DRAIN_S),
+        "DEEPSCREEN_DETECTOR__EXTRACTION_WORKERS": "2",  # idle at the stop: all must go
     }
     with GatedSite(media) as in_drain, GatedSite(media) as past_drain:
         messages = [
@@ -214,6 +164,8 @@ def test_sigterm_stops_within_the_drain_plus_teardown_and_commits_work_done_in_t
         assert exit_code == 0, log
         before = read(broker, topics, len(messages))
         assert sorted(v.data.video_id for v in before.verdicts) == ["video-00", "video-01"], log
+        drained = logged_at(log, "drain_timeout") - logged_at(log, "draining")
+        assert drained <= DRAIN_S + 0.5, f"the drain took {drained:.1f} s\n{log}"  # no extra wait
         bound = DRAIN_S + SHUTDOWN_TEARDOWN_S
         assert took <= bound + 1.0, f"took {took:.1f} s to stop (bound {bound:.1f} s)\n{log}"
         committed = committed_offsets(broker.bootstrap, topics.group, topics.uploads).get(0, 0)

@@ -74,8 +74,9 @@ app.kubernetes.io/component: screener
 {{- if gt (int .Values.replicaCount) (int .Values.kafka.partitions) }}
 {{- fail (printf "replicaCount (%d) exceeds kafka.partitions (%d): consumers beyond the partition count sit idle" (int .Values.replicaCount) (int .Values.kafka.partitions)) }}
 {{- end }}
-{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 .Values.drainSeconds) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than drainSeconds (%v): the pod would be killed while draining" .Values.terminationGracePeriodSeconds .Values.drainSeconds) }}
+{{- $stopping := addf .Values.drainSeconds (include "deepscreen.shutdownTeardownSeconds" .) }}
+{{- if and (not (kindIs "invalid" .Values.terminationGracePeriodSeconds)) (le (float64 .Values.terminationGracePeriodSeconds) (float64 $stopping)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than drainSeconds (%v) plus the service's shutdown teardown (%v s): the pod would be killed while stopping; leave it unset to have it derived" .Values.terminationGracePeriodSeconds .Values.drainSeconds (include "deepscreen.shutdownTeardownSeconds" .)) }}
 {{- end }}
 {{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) (not (and .Values.kafka.sasl.mechanism .Values.kafka.sasl.username .Values.kafka.sasl.existingSecret)) }}
 {{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.existingSecret" .Values.kafka.securityProtocol) }}
@@ -115,5 +116,26 @@ app.kubernetes.io/component: screener
     - protocol: TCP
       port: {{ . }}
     {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The service's shutdown after the drain takes at most this long, in seconds:
+SHUTDOWN_TEARDOWN_S in consumer/service.py (tests/deploy/test_chart.py checks they agree).
+*/}}
+{{- define "deepscreen.shutdownTeardownSeconds" -}}5{{- end }}
+
+{{/* Slack on top: the loop's last turn before the drain, signal delivery, process exit. */}}
+{{- define "deepscreen.shutdownMarginSeconds" -}}5{{- end }}
+
+{{/*
+The pod's grace period: drainSeconds + the shutdown teardown + the margin, rounded up
+(40 s for the default 30 s drain); terminationGracePeriodSeconds, when set, instead.
+*/}}
+{{- define "deepscreen.terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- addf .Values.drainSeconds (include "deepscreen.shutdownTeardownSeconds" .) (include "deepscreen.shutdownMarginSeconds" .) | ceil | int64 }}
+{{- else }}
+{{- int64 .Values.terminationGracePeriodSeconds }}
 {{- end }}
 {{- end }}
