@@ -72,11 +72,12 @@ class SlowScreen:
 
 def service_for(
     messages: list[Message], screen: SlowScreen, source: InMemoryUploadSource | None = None,
-    sink: InMemoryEventSink | None = None, **kafka: Any,
+    sink: InMemoryEventSink | None = None, drain_seconds: float = 10,
+    closers: list[tuple[str, Callable[[], None]]] | None = None, **kafka: Any,
 ) -> tuple[Service, InMemoryUploadSource, InMemoryEventSink]:  # fmt: skip
     settings = Settings(
         kafka=KafkaSettings(verdicts_topic="verdicts", **{"commit_interval_s": 0.05, **kafka}),
-        drain_seconds=10,
+        drain_seconds=drain_seconds,
     )
     source = source or InMemoryUploadSource(messages)
     sink = sink or InMemoryEventSink()
@@ -88,6 +89,7 @@ def service_for(
     )  # fmt: skip
     service = Service(
         settings, source=source, sink=sink, processor=processor, metrics=Metrics(), state=state,
+        closers=closers,
     )  # fmt: skip
     return service, source, sink
 
@@ -356,20 +358,9 @@ def stopping_service(
     drain_seconds: float, closers: list[tuple[str, Callable[[], None]]] | None = None,
     **kafka: Any,
 ) -> Service:  # fmt: skip
-    settings = Settings(
-        kafka=KafkaSettings(verdicts_topic="verdicts", **{"commit_interval_s": 0.05, **kafka}),
-        drain_seconds=drain_seconds,
-    )
-    state = RunState()
-    fetcher = InMemoryFetcher({f"file:///m/{i}.mp4": f"video {i}".encode() for i in range(100)})
-    processor = UploadProcessor(
-        settings, screen=screen, model_sha256="a" * 64, fetcher=fetcher,
-        cache=InMemoryVerdictCache(), sink=sink, metrics=Metrics(), stopping=state,
-    )  # fmt: skip
-    return Service(
-        settings, source=source, sink=sink, processor=processor, metrics=Metrics(), state=state,
-        closers=closers,
-    )  # fmt: skip
+    service, _, _ = service_for([], screen, source=source, sink=sink,
+                                drain_seconds=drain_seconds, closers=closers, **kafka)  # fmt: skip
+    return service
 
 
 def test_work_finished_in_the_drain_is_committed_before_the_group_drops_the_member() -> None:
