@@ -354,11 +354,14 @@ class Service:
         if not positions:
             return
         try:
-            self._sink.flush(timeout_s=self.settings.kafka.flush_timeout_s)
-            self._source.commit(positions)
+            self._flush_and_commit(positions)
         except Exception as error:  # the next cycle retries; nothing is lost, maybe redone
             log.warning("commit_failed", error=f"{type(error).__name__}: {error}")
-            return
+
+    def _flush_and_commit(self, positions: dict[Partition, int]) -> None:
+        """Flush the producer (every outcome before `positions` is on the broker), commit."""
+        self._sink.flush(timeout_s=self.settings.kafka.flush_timeout_s)
+        self._source.commit(positions)
         self._tracker.committed(positions)
 
     def on_partitions_revoked(self, revoked: set[Partition]) -> None:
@@ -464,15 +467,11 @@ class Service:
             return
         where = {f"{p.topic}/{p.partition}": offset for p, offset in positions.items()}
         deadline = time.monotonic() + timeout_s
-
-        def flush_and_commit() -> None:
-            self._sink.flush(timeout_s=self.settings.kafka.flush_timeout_s)
-            self._source.commit(positions)
-
         while True:
-            error = self._within("commit", flush_and_commit, deadline - time.monotonic())
+            error = self._within(
+                "commit", lambda: self._flush_and_commit(positions), deadline - time.monotonic()
+            )
             if error is None:
-                self._tracker.committed(positions)
                 log.info("final_commit", positions=where)
                 return
             if isinstance(error, _Overran) or time.monotonic() + _COMMIT_RETRY_S >= deadline:

@@ -19,7 +19,7 @@ from consumer.media import InMemoryFetcher
 from consumer.metrics import Metrics
 from consumer.offsets import Partition
 from consumer.processing import UploadProcessor
-from consumer.service import RunState, Service
+from consumer.service import SHUTDOWN_TEARDOWN_S, RunState, Service
 from consumer.settings import KafkaSettings, Settings
 from schemas import ScreeningVerdict
 from tests.schemas.factories import unreadable
@@ -366,7 +366,6 @@ def stopping_service(
 def test_work_finished_in_the_drain_is_committed_before_the_group_drops_the_member() -> None:
     """The drain ends early enough that the final commit still counts (30 s of drain
     against a 10 s poll interval would otherwise lose it), and it is committed at once."""
-    from consumer.service import SHUTDOWN_TEARDOWN_S  # (appended; the imports are shared)
 
     screen = SlowScreen(0.0, held=("v-0", "v-1"))  # v-0 finishes in the drain, v-1 outlasts it
     source = GroupSource(uploads(2, partitions=1), max_poll_interval_s=10)
@@ -401,7 +400,6 @@ class StuckOnClose(InMemoryEventSink):
 
 
 def test_a_stop_ends_within_the_drain_plus_the_teardown_bound_even_if_closing_hangs() -> None:
-    from consumer.service import SHUTDOWN_TEARDOWN_S  # (appended; the imports are shared)
 
     screen = SlowScreen(0.0, held=("v-0", "v-1"))  # v-0 finishes in the drain, v-1 outlasts it
     source, sink = InMemoryUploadSource(uploads(3, partitions=1)), StuckOnClose()

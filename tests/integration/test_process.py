@@ -32,9 +32,7 @@ def serve(broker: TansuBroker, media: Path, reference_model: Path) -> Iterator[t
 
     yield factory  # type: ignore[misc]
     for process in made:
-        if process.process and process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
+        process.reap()
 
 
 UPLOADS = 10
