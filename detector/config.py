@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.verdict import Action
+
 # The default model shipped inside the package (`deepscreen model ...` makes others).
 PACKAGED_MODEL = Path(__file__).with_name("models") / "default.pt"
 
@@ -71,7 +73,44 @@ class IsolationConfig:
 
 
 @dataclass(frozen=True)
+class ImageLimits:
+    """Still images: refused over these before their pixels are decoded."""
+
+    max_bytes: int = 64 * 1024**2
+    max_pixels: int = 50_000_000  # a decompression bomb declares far more
+
+
+@dataclass(frozen=True)
+class CredentialsConfig:
+    """Reading content credentials (C2PA): trust, and the bounds on untrusted manifests.
+
+    `trust_anchors_pem` holds the PEM certificates a signer must chain to for
+    `trusted` (the C2PA conformance trust list in production); without it every
+    valid signer is untrusted.
+    """
+
+    enabled: bool = True
+    trust_anchors_pem: str | None = None
+    read_timeout_s: float = 30.0
+    max_manifest_mb: int = 16  # decompressed manifest store
+
+
+@dataclass(frozen=True)
+class ActionPolicy:
+    """The action each signal asks for: a platform labels declared AI rather than removing it."""
+
+    declared_ai: Action = Action.LABEL
+    declared_composite: Action = Action.LABEL
+    invalid_credentials: Action = Action.NONE
+    model_review: Action = Action.REVIEW  # score at or above the review threshold
+    model_block: Action = Action.BLOCK  # score at or above the block threshold
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
     limits: MediaLimits = field(default_factory=MediaLimits)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)
+    images: ImageLimits = field(default_factory=ImageLimits)
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    actions: ActionPolicy = field(default_factory=ActionPolicy)

@@ -19,14 +19,18 @@ from schemas.model import (
     Thresholds,
     TrainingSummary,
 )
+from schemas.provenance import Declaration, Provenance, ProvenanceReason, ProvenanceState
 from schemas.upload import VideoUploaded
 from schemas.verdict import (
     Action,
     ClipScore,
     FaceBox,
+    ImageProperties,
     Outcome,
     Reason,
     ScreeningVerdict,
+    Signal,
+    SignalResult,
     VideoProperties,
 )
 
@@ -36,16 +40,23 @@ __all__ = [
     "VERDICT_TYPE",
     "Action",
     "Calibration",
+    "Declaration",
     "ClipScore",
     "CloudEvent",
     "DeadLetter",
     "DeepfakeFlag",
     "FaceBox",
+    "ImageProperties",
     "ModelInfo",
     "ModelMetadata",
     "Outcome",
+    "Provenance",
+    "ProvenanceReason",
+    "ProvenanceState",
     "Reason",
     "ScreeningVerdict",
+    "Signal",
+    "SignalResult",
     "Thresholds",
     "TrainingSummary",
     "VerdictEvent",

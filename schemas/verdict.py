@@ -1,26 +1,30 @@
-"""The result of screening one video: what was found, where, by which model, how sure.
+"""The result of screening one upload: what was found, by which signal, where, how sure.
 
-A verdict is never a silent 0.5: a video that cannot be decoded is
-`unreadable`, one without a usable face is `no_face`, each with a reason code;
-only `suspected_deepfake` and `likely_real` carry a score.
+A verdict combines independent signals (the upload's own content credentials,
+the model), each reported in `signals` with its own outcome and action; the
+verdict's action is the strictest of them and `action_signal` names the one
+that set it. A verdict is never a silent 0.5: media that cannot be decoded is
+`unreadable`, media without a usable face is `no_face`, each with a reason
+code; only the model's `suspected_deepfake` and `likely_real` carry a score.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.model import ModelInfo, Probability, Thresholds
+from schemas.provenance import Provenance
 from schemas.upload import Sha256Hex, VideoId
 
 MAX_TIMELINE = 4096
 
 # The shape of a stored `ScreeningVerdict`. Bump it with every change of the model:
 # it is part of the verdict cache key, so entries of another shape are never read.
-VERDICT_SCHEMA_VERSION: Final = 1
+VERDICT_SCHEMA_VERSION: Final = 2
 
 
 class Outcome(str, Enum):
@@ -28,14 +32,39 @@ class Outcome(str, Enum):
     LIKELY_REAL = "likely_real"
     NO_FACE = "no_face"
     UNREADABLE = "unreadable"
+    DECLARED_SYNTHETIC = "declared_synthetic"  # its own valid credentials declare generative AI
+    CREDENTIALS_INVALID = "credentials_invalid"  # only when the operator asks to review those
 
 
 class Action(str, Enum):
-    """What a moderator should do: `review` and `block` come from the model's thresholds."""
+    """What the platform should do, mildest first.
+
+    `label`: publish with a visible "AI-generated" label; `review`: a moderator
+    looks before anything else happens; `block`: take it down pending review.
+    """
 
     NONE = "none"
+    LABEL = "label"
     REVIEW = "review"
     BLOCK = "block"
+
+
+_SEVERITY: Final = {Action.NONE: 0, Action.LABEL: 1, Action.REVIEW: 2, Action.BLOCK: 3}
+
+
+def severity(action: Action) -> int:
+    """Order of strictness: none < label < review < block."""
+    return _SEVERITY[action]
+
+
+class Signal(str, Enum):
+    """Where a finding came from. Ties in strictness go to the earlier one."""
+
+    CONTENT_CREDENTIALS = "content_credentials"
+    MODEL = "model"
+
+
+SIGNAL_PRIORITY: Final = (Signal.CONTENT_CREDENTIALS, Signal.MODEL)
 
 
 class Reason(str, Enum):
@@ -58,6 +87,10 @@ class Reason(str, Enum):
     # no_face
     NO_FACE_DETECTED = "no_face_detected"
     NO_STABLE_FACE_TRACK = "no_stable_face_track"
+    # content credentials
+    DECLARED_AI_GENERATED = "declared_ai_generated"
+    DECLARED_AI_COMPOSITE = "declared_ai_composite"
+    INVALID_CONTENT_CREDENTIALS = "invalid_content_credentials"
 
 
 UNREADABLE_REASONS = frozenset(
@@ -77,6 +110,25 @@ UNREADABLE_REASONS = frozenset(
     }
 )
 NO_FACE_REASONS = frozenset({Reason.NO_FACE_DETECTED, Reason.NO_STABLE_FACE_TRACK})
+DECLARED_REASONS = frozenset({Reason.DECLARED_AI_GENERATED, Reason.DECLARED_AI_COMPOSITE})
+# The reasons each outcome may carry (None: no reason).
+_OUTCOME_REASONS: Final[dict[Outcome, frozenset[Reason | None]]] = {
+    Outcome.SUSPECTED_DEEPFAKE: frozenset({None}),
+    Outcome.LIKELY_REAL: frozenset({None}),
+    Outcome.UNREADABLE: frozenset(UNREADABLE_REASONS),
+    Outcome.NO_FACE: frozenset(NO_FACE_REASONS),
+    Outcome.DECLARED_SYNTHETIC: frozenset(DECLARED_REASONS),
+    Outcome.CREDENTIALS_INVALID: frozenset({Reason.INVALID_CONTENT_CREDENTIALS}),
+}
+_SIGNAL_OUTCOMES: Final = {
+    Signal.MODEL: frozenset(
+        {Outcome.SUSPECTED_DEEPFAKE, Outcome.LIKELY_REAL, Outcome.NO_FACE, Outcome.UNREADABLE}
+    ),
+    Signal.CONTENT_CREDENTIALS: frozenset(
+        {Outcome.DECLARED_SYNTHETIC, Outcome.CREDENTIALS_INVALID}
+    ),
+}
+SCORED_OUTCOMES = frozenset({Outcome.SUSPECTED_DEEPFAKE, Outcome.LIKELY_REAL})
 
 UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -115,6 +167,55 @@ class ClipScore(BaseModel):
         return self
 
 
+class SignalResult(BaseModel):
+    """What one signal found on its own, and the action it asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signal: Signal
+    outcome: Outcome | None = Field(description="None: this signal found nothing to report")
+    reason: Reason | None = None
+    action: Action = Action.NONE
+    summary: str = Field(max_length=512)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SignalResult:
+        if self.outcome is None:
+            if self.reason is not None or self.action is not Action.NONE:
+                raise ValueError("a signal that found nothing carries no reason and no action")
+            return self
+        if self.outcome not in _SIGNAL_OUTCOMES[self.signal]:
+            raise ValueError(f"{self.signal.value} does not conclude {self.outcome.value}")
+        if self.reason not in _OUTCOME_REASONS[self.outcome]:
+            raise ValueError(f"{self.outcome.value} does not go with reason {self.reason}")
+        if self.outcome in (Outcome.LIKELY_REAL, Outcome.NO_FACE, Outcome.UNREADABLE) and (
+            self.action is not Action.NONE
+        ):
+            raise ValueError(f"{self.outcome.value} asks for no action")
+        return self
+
+
+def deciding_signal(results: list[SignalResult]) -> SignalResult | None:
+    """The strictest result with an action (ties: `SIGNAL_PRIORITY`), or None."""
+    acting = [r for r in results if r.action is not Action.NONE]
+    if not acting:
+        return None
+    return max(
+        acting, key=lambda r: (severity(r.action), -SIGNAL_PRIORITY.index(r.signal))
+    )
+
+
+class ImageProperties(BaseModel):
+    """What the image probe read from the header of a still image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str = Field(max_length=32, description="e.g. JPEG, PNG, WEBP")
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+    size_bytes: int = Field(ge=0)
+
+
 class VideoProperties(BaseModel):
     """What the probe read from the container, after rotation."""
 
@@ -130,7 +231,12 @@ class VideoProperties(BaseModel):
 
 
 class ScreeningVerdict(BaseModel):
-    """The verdict on one video, with the evidence a moderator needs."""
+    """The verdict on one upload (a video or a still image), with the evidence a moderator needs.
+
+    `outcome`, `reason` and `action` are those of the signal named by
+    `action_signal`; when no signal asks for an action they are the model's.
+    `score` and `timeline` are always the model's evidence.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
@@ -144,12 +250,21 @@ class ScreeningVerdict(BaseModel):
         default=None, description="calibrated P(fake) of the most suspicious face track"
     )
     action: Action = Action.NONE
+    action_signal: Signal | None = Field(
+        default=None, description="the signal that set `action`; None when it is `none`"
+    )
+    signals: list[SignalResult] = Field(min_length=1, max_length=len(Signal))
+    provenance: Provenance | None = Field(
+        default=None, description="the upload's content credentials (C2PA), as read"
+    )
     thresholds: Thresholds
     model: ModelInfo
     timeline: list[ClipScore] = Field(default_factory=list, max_length=MAX_TIMELINE)
     faces_tracked: int = Field(ge=0)
     frames_analyzed: int = Field(ge=0)
+    media: Literal["video", "image"] = "video"
     video: VideoProperties | None = None
+    image: ImageProperties | None = None
     warnings: list[Annotated[str, Field(max_length=256)]] = Field(
         default_factory=list, max_length=32
     )
@@ -159,17 +274,32 @@ class ScreeningVerdict(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScreeningVerdict:
-        scored = self.outcome in (Outcome.SUSPECTED_DEEPFAKE, Outcome.LIKELY_REAL)
-        if scored and (self.score is None or not self.timeline):
-            raise ValueError(f"{self.outcome.value} needs a score and a timeline")
-        if not scored and self.score is not None:
-            raise ValueError(f"{self.outcome.value} must not carry a score")
-        if self.outcome is Outcome.UNREADABLE and self.reason not in UNREADABLE_REASONS:
-            raise ValueError("unreadable needs an unreadable reason code")
-        if self.outcome is Outcome.NO_FACE and self.reason not in NO_FACE_REASONS:
-            raise ValueError("no_face needs a no-face reason code")
-        if self.outcome is not Outcome.SUSPECTED_DEEPFAKE and self.action is not Action.NONE:
-            raise ValueError("only a suspected deepfake carries a review or block action")
-        if self.outcome is Outcome.SUSPECTED_DEEPFAKE and self.action is Action.NONE:
-            raise ValueError("a suspected deepfake must carry review or block")
+        by_signal = {result.signal: result for result in self.signals}
+        if len(by_signal) != len(self.signals):
+            raise ValueError("one result per signal")
+        model = by_signal.get(Signal.MODEL)
+        if model is None:
+            raise ValueError("the model's result is always reported")
+        if model.outcome in SCORED_OUTCOMES and (self.score is None or not self.timeline):
+            raise ValueError(f"the model's {model.outcome.value} needs a score and a timeline")
+        if model.outcome not in SCORED_OUTCOMES and self.score is not None:
+            raise ValueError(f"the model's {model.outcome} must not carry a score")
+        deciding = deciding_signal(self.signals)
+        headline = deciding or model
+        if self.action_signal is not (deciding.signal if deciding else None):
+            raise ValueError("action_signal must name the strictest signal with an action")
+        if (self.outcome, self.reason, self.action) != (
+            headline.outcome,
+            headline.reason,
+            headline.action,
+        ):
+            raise ValueError(f"outcome, reason and action must be those of {headline.signal.value}")
+        if self.media == "image" and self.video is not None:
+            raise ValueError("an image verdict carries image properties, not video ones")
+        if self.media == "video" and self.image is not None:
+            raise ValueError("a video verdict carries video properties, not image ones")
         return self
+
+    def signal(self, signal: Signal) -> SignalResult | None:
+        """The result of one signal, if it was computed."""
+        return next((r for r in self.signals if r.signal is signal), None)

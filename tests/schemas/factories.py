@@ -13,6 +13,8 @@ from schemas import (
     Outcome,
     Reason,
     ScreeningVerdict,
+    Signal,
+    SignalResult,
     Thresholds,
 )
 
@@ -53,6 +55,19 @@ def verdict(**overrides: Any) -> ScreeningVerdict:
         "processing_ms": 1200,
     }
     fields.update(overrides)
+    if "signals" not in overrides:  # the model alone, as the headline fields say
+        fields["signals"] = [
+            SignalResult(
+                signal=Signal.MODEL,
+                outcome=fields["outcome"],
+                reason=fields.get("reason"),
+                action=fields["action"],
+                summary="model",
+            )
+        ]
+        fields.setdefault(
+            "action_signal", Signal.MODEL if fields["action"] is not Action.NONE else None
+        )
     return ScreeningVerdict(**fields)
 
 
