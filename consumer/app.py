@@ -83,8 +83,9 @@ def build_app(
     )
     if not loaded.info.trained:
         log.warning("model_untrained", effect="scores mean nothing; for tests and demos only")
+    detector_config = settings.detector_config()
     extractor = IsolatedExtractor(
-        detector_settings.detector_config(settings.media.max_bytes),
+        detector_config,
         workers=detector_settings.extraction_workers,
         memory_limit_mb=detector_settings.extraction_memory_mb,
         extract=extract,
@@ -92,10 +93,12 @@ def build_app(
     )
     detector = build_detector(
         loaded,
+        detector_config,
         batch_size=detector_settings.batch_size,
         batch_wait_s=detector_settings.batch_wait_ms / 1000,
         precision=detector_settings.precision,
         extractor=extractor,
+        credentials=extractor,
         on_batch=metrics.batch_size.observe,
     )
     cache = cache or build_cache(settings, metrics)
@@ -104,6 +107,7 @@ def build_app(
         settings,
         screen=detector.screen,
         model_sha256=loaded.info.sha256,
+        policy=detector_config.policy_fingerprint(),
         fetcher=fetcher or UriFetcher(fetch_policy(settings)),
         cache=cache,
         sink=sink,

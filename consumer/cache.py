@@ -47,6 +47,7 @@ class CacheKey(NamedTuple):
     model_sha256: str
     content_sha256: str
     schema_version: int = VERDICT_SCHEMA_VERSION
+    policy: str = ""  # `DetectorConfig.policy_fingerprint()`: actions and trust list
 
 
 class VerdictCache(Protocol):
@@ -234,7 +235,8 @@ class RedisVerdictCache:
 
     @staticmethod
     def _name(key: CacheKey) -> str:
-        return f"schema{key.schema_version}:{key.model_sha256}:{key.content_sha256}"
+        policy = f"policy{key.policy}:" if key.policy else ""
+        return f"schema{key.schema_version}:{key.model_sha256}:{policy}{key.content_sha256}"
 
     def _call(self, operation: Callable[[], Any], *, default: Any, probe: bool = False) -> Any:
         """Run `operation` unless Redis is resting after a failure; failures mark it down."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas.provenance import Provenance, ProvenanceState
+
 PROCESSING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CREDENTIALS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -20,7 +23,28 @@ class Metrics:
         self.verdicts = Counter(
             "deepscreen_verdicts", "Verdicts published, by outcome", ["outcome"], registry=r
         )
-        self.flags = Counter("deepscreen_flags", "Deepfake flags published", registry=r)
+        self.flags = Counter(
+            "deepscreen_flags", "Flags published, by the signal that set the action", ["signal"],
+            registry=r,
+        )  # fmt: skip
+        self.credentials = Counter(
+            "deepscreen_credentials",
+            "Content credentials read, by state (absent, valid, invalid, unreadable)",
+            ["state"],
+            registry=r,
+        )
+        self.credentials_errors = Counter(
+            "deepscreen_credentials_errors",
+            "Content credentials that could not be read, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.credentials_read = Histogram(
+            "deepscreen_credentials_read_seconds",
+            "Time to read and validate an upload's content credentials",
+            buckets=CREDENTIALS_BUCKETS,
+            registry=r,
+        )
         self.dead_letters = Counter(
             "deepscreen_dead_letters", "Events dead-lettered, by reason", ["reason"], registry=r
         )
@@ -81,3 +105,12 @@ class Metrics:
             "Assigned partitions whose commits are held behind an unpublishable offset",
             registry=r,
         )
+
+    def observe_provenance(self, provenance: Provenance | None) -> None:
+        """Count one read of content credentials (none on a cache hit: nothing was read)."""
+        if provenance is None:
+            return
+        self.credentials.labels(provenance.state.value).inc()
+        self.credentials_read.observe(provenance.read_ms / 1000)
+        if provenance.state is ProvenanceState.UNREADABLE and provenance.reason is not None:
+            self.credentials_errors.labels(provenance.reason.value).inc()

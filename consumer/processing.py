@@ -35,13 +35,25 @@ from consumer.settings import Settings
 from schemas.cloudevents import flag_event, verdict_event
 from schemas.dead_letter import DeadLetter, bounded_original
 from schemas.envelope import InvalidUpload, parse_upload
+from schemas.provenance import ProvenanceReason
 from schemas.upload import VideoUploaded
-from schemas.verdict import Outcome, Reason, ScreeningVerdict
+from schemas.verdict import Action, Reason, ScreeningVerdict, Signal
 
 log = structlog.get_logger("deepscreen")
 
 # Verdicts that say more about this replica's state than about the video: not cached.
+# Outcomes of a moment (a timeout, a crash) that another try may not repeat: not cached.
 _TRANSIENT = frozenset({Reason.DECODE_TIMEOUT, Reason.DECODER_CRASHED})
+_TRANSIENT_CREDENTIALS = frozenset({ProvenanceReason.READ_TIMEOUT, ProvenanceReason.READER_CRASHED})
+
+
+def _cacheable(verdict: ScreeningVerdict) -> bool:
+    model = verdict.signal(Signal.MODEL)
+    if model is not None and model.reason in _TRANSIENT:
+        return False
+    return verdict.provenance is None or verdict.provenance.reason not in _TRANSIENT_CREDENTIALS
+
+
 # Room a dead letter leaves in a producer request for our own headers and the record's
 # framing (what `schemas.dead_letter.bounded_original` may not use).
 DEAD_LETTER_HEADROOM_BYTES = 16 * 1024
@@ -76,10 +88,13 @@ class UploadProcessor:
         sink: EventSink,
         metrics: Metrics,
         stopping: StopFlag,
+        policy: str = "",
     ) -> None:
+        """`policy` is the detector's `policy_fingerprint()`, part of every cache key."""
         self._settings = settings
         self._screen = screen
         self._model_sha256 = model_sha256
+        self._policy = policy
         self._fetcher = fetcher
         self._cache = cache
         self._sink = sink
@@ -134,6 +149,9 @@ class UploadProcessor:
             reason=verdict.reason.value if verdict.reason else None,
             score=verdict.score,
             action=verdict.action.value,
+            action_signal=verdict.action_signal.value if verdict.action_signal else None,
+            media=verdict.media,
+            provenance=verdict.provenance.state.value if verdict.provenance else None,
             cache_hit=verdict.cache_hit,
             ms=verdict.processing_ms,
             partition=message.partition,
@@ -174,7 +192,7 @@ class UploadProcessor:
     def _screened(
         self, upload: VideoUploaded, path: Path, content_sha256: str, started: float
     ) -> ScreeningVerdict:
-        key = CacheKey(self._model_sha256, content_sha256)
+        key = CacheKey(self._model_sha256, content_sha256, policy=self._policy)
         cached = self._cached(upload, key, started)
         if cached:
             return cached
@@ -190,7 +208,8 @@ class UploadProcessor:
             verdict = verdict.model_copy(
                 update={"processing_ms": round((time.monotonic() - started) * 1000)}
             )
-            if verdict.reason not in _TRANSIENT:
+            self._metrics.observe_provenance(verdict.provenance)
+            if _cacheable(verdict):
                 self._cache.put(key, verdict)
             return verdict
         finally:
@@ -240,10 +259,11 @@ class UploadProcessor:
         if kafka.verdicts_topic:
             event = verdict_event(verdict, source=kafka.event_source)
             self._send(kafka.verdicts_topic, key, event.model_dump_json().encode())
-        if verdict.outcome is Outcome.SUSPECTED_DEEPFAKE:
+        if verdict.action is not Action.NONE:
             flag = flag_event(verdict, source=kafka.event_source)
             self._send(kafka.flags_topic, key, flag.model_dump_json().encode())
-            self._metrics.flags.inc()
+            signal = verdict.action_signal
+            self._metrics.flags.labels(signal.value if signal else "none").inc()
         self._metrics.verdicts.labels(verdict.outcome.value).inc()
         self._metrics.clips.inc(len(verdict.timeline) if not verdict.cache_hit else 0)
 

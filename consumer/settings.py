@@ -10,8 +10,8 @@ interface: the Helm chart and the README use them.
 A default the settings share with the code they configure is written once,
 there: the detector's limits, sampling and face defaults in `detector.config`,
 the fetch's in `consumer.media.FetchPolicy`. The fields here take their defaults
-from those, and `DetectorSettings.detector_config()` and
-`MediaSettings.fetch_policy()` build those objects back from the settings.
+from those, and `Settings.detector_config()` and `MediaSettings.fetch_policy()`
+build those objects back from the settings.
 """
 
 from __future__ import annotations
@@ -31,13 +31,17 @@ from pydantic_settings import (
 from consumer.media import FetchPolicy
 from detector.config import (
     PACKAGED_MODEL,
+    ActionPolicy,
     BatchingConfig,
+    CredentialsConfig,
     DetectorConfig,
     FaceConfig,
+    ImageLimits,
     IsolationConfig,
     MediaLimits,
     SamplingConfig,
 )
+from schemas.verdict import Action
 
 DEFAULT_SECRETS_DIR = Path("/run/secrets/deepscreen")
 
@@ -186,20 +190,45 @@ class DetectorSettings(_Section):
     max_duration_s: float = Field(default=MediaLimits.max_duration_s, gt=0)
     max_frames: int = Field(default=MediaLimits.max_frames, ge=1)
     decode_timeout_s: float = Field(default=MediaLimits.decode_timeout_s, gt=0)
+    max_image_bytes: int = Field(default=ImageLimits.max_bytes, ge=1)
+    max_image_pixels: int = Field(default=ImageLimits.max_pixels, ge=1)
+    review_action: Action = Field(
+        default=ActionPolicy.model_review, description="score at or above the review threshold"
+    )
+    block_action: Action = Field(
+        default=ActionPolicy.model_block, description="score at or above the block threshold"
+    )
     faces: FaceSettings = FaceSettings()
 
-    def detector_config(self, max_bytes: int) -> DetectorConfig:
-        """The detector's configuration; `max_bytes` is `MediaSettings.max_bytes`."""
-        return DetectorConfig(
-            limits=MediaLimits(
-                max_bytes=max_bytes,
-                max_pixels=self.max_pixels,
-                max_duration_s=self.max_duration_s,
-                max_frames=self.max_frames,
-                decode_timeout_s=self.decode_timeout_s,
-            ),
-            sampling=SamplingConfig(windows=self.windows),
-            faces=self.faces.face_config(),
+
+class ProvenanceSettings(_Section):
+    """Content credentials (C2PA): the trust list, the bounds of a read, and their actions."""
+
+    enabled: bool = CredentialsConfig.enabled
+    trust_anchors: Path | None = Field(
+        default=None, description="PEM file of trust anchors (the C2PA conformance trust list)"
+    )
+    read_timeout_s: float = Field(default=CredentialsConfig.read_timeout_s, gt=0)
+    max_manifest_mb: int = Field(default=CredentialsConfig.max_manifest_mb, ge=1, le=1024)
+    declared_ai_action: Action = ActionPolicy.declared_ai
+    declared_composite_action: Action = ActionPolicy.declared_composite
+    invalid_action: Action = Field(
+        default=ActionPolicy.invalid_credentials,
+        description="an invalid manifest (content changed after signing) alone asks for this",
+    )
+
+    def credentials_config(self) -> CredentialsConfig:
+        """The reader's configuration; reads the trust-anchor file (a start-up failure if bad)."""
+        pem = None
+        if self.trust_anchors is not None:
+            pem = self.trust_anchors.read_text(encoding="ascii")
+            if "-----BEGIN CERTIFICATE-----" not in pem:
+                raise ValueError(f"{self.trust_anchors} holds no PEM certificate")
+        return CredentialsConfig(
+            enabled=self.enabled,
+            trust_anchors_pem=pem,
+            read_timeout_s=self.read_timeout_s,
+            max_manifest_mb=self.max_manifest_mb,
         )
 
 
@@ -228,11 +257,39 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     media: MediaSettings = MediaSettings()
     detector: DetectorSettings = DetectorSettings()
+    provenance: ProvenanceSettings = ProvenanceSettings()
     retry: RetrySettings = RetrySettings()
     http: HttpSettings = HttpSettings()
     drain_seconds: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    def detector_config(self) -> DetectorConfig:
+        """The detector's configuration, from the detector, media and provenance sections."""
+        detector, provenance = self.detector, self.provenance
+        return DetectorConfig(
+            limits=MediaLimits(
+                max_bytes=self.media.max_bytes,
+                max_pixels=detector.max_pixels,
+                max_duration_s=detector.max_duration_s,
+                max_frames=detector.max_frames,
+                decode_timeout_s=detector.decode_timeout_s,
+            ),
+            sampling=SamplingConfig(windows=detector.windows),
+            faces=detector.faces.face_config(),
+            images=ImageLimits(
+                max_bytes=min(detector.max_image_bytes, self.media.max_bytes),
+                max_pixels=detector.max_image_pixels,
+            ),
+            credentials=provenance.credentials_config(),
+            actions=ActionPolicy(
+                declared_ai=provenance.declared_ai_action,
+                declared_composite=provenance.declared_composite_action,
+                invalid_credentials=provenance.invalid_action,
+                model_review=detector.review_action,
+                model_block=detector.block_action,
+            ),
+        )
 
     @classmethod
     def settings_customise_sources(

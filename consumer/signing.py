@@ -139,7 +139,9 @@ class TestAuthority:
             builder = c2pa.Builder(json.dumps(manifest))
             with parent.open("rb") as stream:
                 builder.add_ingredient(
-                    json.dumps({"title": parent.name, "relationship": "parentOf", "label": "parent"}),
+                    json.dumps(
+                        {"title": parent.name, "relationship": "parentOf", "label": "parent"}
+                    ),
                     mime,
                     stream,
                 )

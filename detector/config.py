@@ -9,6 +9,7 @@ and its fetch policy take theirs from here, so a default is changed here alone.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,3 +115,12 @@ class DetectorConfig:
     images: ImageLimits = field(default_factory=ImageLimits)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     actions: ActionPolicy = field(default_factory=ActionPolicy)
+
+    def policy_fingerprint(self) -> str:
+        """A short hash of what turns findings into actions (the actions, the trust list).
+
+        Part of the verdict cache key: after an operator changes either, a cached
+        verdict decided under the old policy is never served.
+        """
+        material = repr((self.actions, self.credentials))
+        return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -40,6 +40,7 @@ _MAX_SOURCE_TYPES = 64
 _MAX_FAILURE_CODES = 64
 _MAX_INGREDIENT_DEPTH = 16
 _REMOTE_URL = re.compile(r"from url (\S+)")
+_TOO_LARGE_SIGNS = ("max_decompressed", "too large", "exceeds maximum size")
 
 
 class CredentialsReader(Protocol):
@@ -126,9 +127,12 @@ def _refused(message: str, trust: bool, started: float) -> Provenance:
             "not fetched.",
             read_ms=_elapsed_ms(started),
         )
+    lowered = message.lower()
+    # c2pa refuses a store that inflates past max_decompressed_manifest_size_in_mb
+    # with "Verify: output exceeds maximum size"
     reason = (
         ProvenanceReason.TOO_LARGE
-        if "max_decompressed" in message or "too large" in message.lower()
+        if any(sign in lowered for sign in _TOO_LARGE_SIGNS)
         else ProvenanceReason.MALFORMED
     )
     return unreadable(reason, message, trust, started, present=True)
@@ -145,9 +149,9 @@ def _provenance(
     manifests: dict[str, Any] = store.get("manifests") or {}
     label = store.get("active_manifest")
     active: dict[str, Any] = manifests.get(label) or {} if isinstance(label, str) else {}
-    failures = [
-        code for code in _failure_codes(results, store) if code != _UNTRUSTED
-    ][:_MAX_FAILURE_CODES]
+    failures = [code for code in _failure_codes(results, store) if code != _UNTRUSTED][
+        :_MAX_FAILURE_CODES
+    ]
     valid = state in ("Valid", "Trusted") and not failures
     source_types = list(_source_types(manifests, label))[:_MAX_SOURCE_TYPES]
     declaration = strongest(t.source_type for t in source_types)
@@ -362,4 +366,3 @@ def declared(provenance: Provenance) -> Declaration:
     if provenance.state is ProvenanceState.VALID:
         return provenance.declaration
     return Declaration.NONE
-

@@ -1,4 +1,4 @@
-"""Video file → face clips, in one sequential decoding pass.
+"""Video file → face clips, in one sequential decoding pass; the types every extraction returns.
 
 This is the stage that touches untrusted media. It is a plain function over a
 path so that the service can run it in an isolated worker process; the model
@@ -10,9 +10,7 @@ but skips the colour conversion and copy.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,11 +21,11 @@ import numpy as np
 from detector.arrays import Boxes, Clips, Frame
 from detector.clips import cut_clip, square_crops
 from detector.config import DetectorConfig
-from detector.faces import FaceDetector, MediaPipeFaceDetector
-from detector.probe import Probe, Unreadable, open_capture, probe
+from detector.faces import FaceDetector
+from detector.probe import Unreadable, open_capture, probe
 from detector.sampling import plan_windows
 from detector.tracking import TrackRegistry, link_window
-from schemas.verdict import Reason
+from schemas.verdict import ImageProperties, Reason, VideoProperties
 
 
 @dataclass(frozen=True)
@@ -53,9 +51,18 @@ class StageTimes:
         return self
 
 
+class MediaProbe(Protocol):
+    """What the probe of a video (`Probe`) or of a still (`ImageProbe`) tells a verdict."""
+
+    @property
+    def size_bytes(self) -> int: ...
+
+    def properties(self) -> VideoProperties | ImageProperties: ...
+
+
 @dataclass(frozen=True)
 class Extraction:
-    probe: Probe
+    probe: MediaProbe
     clips: list[FaceClip]
     frames_analyzed: int
     faces_detected: int  # detections summed over the analysed frames
@@ -124,7 +131,7 @@ def extract_face_clips(
                         start_frame=start,
                         end_frame=start + clip_length,
                         track_id=track_id,
-                        box=_normalised(track.mean_box(), info.width, info.height),
+                        box=normalised_box(track.mean_box(), info.width, info.height),
                         coverage=track.coverage,
                     )
                 )
@@ -155,54 +162,9 @@ def _check_deadline(deadline: float, limit_s: float) -> None:
         raise Unreadable(Reason.DECODE_TIMEOUT, f"decoding took longer than {limit_s:.0f} s")
 
 
-def _normalised(box: Boxes, width: int, height: int) -> tuple[float, float, float, float]:
+def normalised_box(box: Boxes, width: int, height: int) -> tuple[float, float, float, float]:
     x0 = min(max(float(box[0]) / width, 0.0), 1.0)
     y0 = min(max(float(box[1]) / height, 0.0), 1.0)
     x1 = min(max(float(box[2]) / width, 0.0), 1.0)
     y1 = min(max(float(box[3]) / height, 0.0), 1.0)
     return (round(x0, 4), round(y0, 4), round(x1 - x0, 4), round(y1 - y0, 4))
-
-
-class Extractor(Protocol):
-    """Runs `extract_face_clips` somewhere: in this process, or in an isolated one."""
-
-    def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction: ...
-
-    def close(self) -> None: ...
-
-
-class InProcessExtractor:
-    """Extraction on the calling thread, one MediaPipe detector per thread (for `scan`)."""
-
-    def __init__(
-        self, config: DetectorConfig, face_detector: Callable[[], FaceDetector] | None = None
-    ) -> None:
-        self.config = config
-        self._new_face_detector = face_detector or (lambda: MediaPipeFaceDetector(config.faces))
-        self._local = threading.local()
-        self._created: list[FaceDetector] = []
-        self._lock = threading.Lock()
-
-    def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
-        return extract_face_clips(
-            path,
-            clip_length=clip_length,
-            input_size=input_size,
-            config=self.config,
-            faces=self._face_detector(),
-        )
-
-    def close(self) -> None:
-        with self._lock:
-            for detector in self._created:
-                detector.close()
-            self._created.clear()
-
-    def _face_detector(self) -> FaceDetector:
-        detector: FaceDetector | None = getattr(self._local, "faces", None)
-        if detector is None:
-            detector = self._new_face_detector()
-            self._local.faces = detector
-            with self._lock:
-                self._created.append(detector)
-        return detector

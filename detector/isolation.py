@@ -8,6 +8,11 @@ replaced, and every other video goes on. A worker that overruns the decode
 time limit is killed the same way (`decode_timeout`). Each worker's address
 space is capped (`memory_limit_mb` above what it uses after start-up).
 
+The same workers read each upload's content credentials (C2PA), which are
+as untrusted as the pixels: a read over `read_timeout_s` is killed like a
+decode and the credentials are `unreadable` / `read_timeout`, a crash is
+`reader_crashed`, and the upload still gets its verdict.
+
 Workers start with `spawn` (no inherited threads or CUDA state) and never
 import torch: only the face clips, as uint8 arrays, come back over the pipe.
 """
@@ -28,9 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from detector.config import DetectorConfig, IsolationConfig
-from detector.extraction import Extraction, extract_face_clips
+from detector.credentials import read_credentials, unreadable
+from detector.extraction import Extraction
 from detector.faces import FaceDetector, MediaPipeFaceDetector
 from detector.probe import Unreadable
+from detector.routing import extract_clips
+from schemas.provenance import Provenance, ProvenanceReason
 from schemas.verdict import Reason
 
 # Runs in the worker: (path, clip_length, input_size, config, face detector) → Extraction.
@@ -46,7 +54,7 @@ _CLOSE_KILL_WAIT_S = 0.5
 def default_extract(
     path: Path, clip_length: int, input_size: int, config: DetectorConfig, faces: FaceDetector
 ) -> Extraction:
-    return extract_face_clips(
+    return extract_clips(
         path, clip_length=clip_length, input_size=input_size, config=config, faces=faces
     )
 
@@ -82,30 +90,69 @@ class IsolatedExtractor:
             self._idle.put(self._await_ready(worker))
 
     def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
+        limit_s = self.config.limits.decode_timeout_s
+        try:
+            # The worker enforces the decode limit itself; this is the backstop for a hang.
+            kind, *payload = self._call(("extract", str(path), clip_length, input_size),
+                                        limit_s + _KILL_GRACE_S)  # fmt: skip
+        except _Overran:
+            raise Unreadable(
+                Reason.DECODE_TIMEOUT,
+                f"the decoder did not answer within {limit_s:.0f} s and was killed",
+            ) from None
+        except _Died as died:
+            raise Unreadable(
+                Reason.DECODER_CRASHED,
+                f"the decoder process died (exit code {died.exit_code}) on this file",
+            ) from None
+        if kind == "ok":
+            extraction: Extraction = payload[0]
+            return extraction
+        if kind == "unreadable":
+            raise Unreadable(Reason(payload[0]), payload[1])
+        raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
+
+    def read_credentials(self, path: Path) -> Provenance:
+        """The content credentials of `path`, read in a worker within `read_timeout_s`."""
+        credentials = self.config.credentials
+        trust = bool(credentials.trust_anchors_pem)
+        try:
+            kind, *payload = self._call(("credentials", str(path)), credentials.read_timeout_s)
+        except _Overran:
+            return unreadable(
+                ProvenanceReason.READ_TIMEOUT,
+                f"reading took longer than {credentials.read_timeout_s:g} s; the reader was killed",
+                trust,
+            )
+        except _Died as died:
+            return unreadable(
+                ProvenanceReason.READER_CRASHED,
+                f"the reader process died (exit code {died.exit_code}) on this file",
+                trust,
+            )
+        if kind == "ok":
+            provenance: Provenance = payload[0]
+            return provenance
+        return unreadable(ProvenanceReason.READER_ERROR, f"{payload[0]}: {payload[1]}", trust)
+
+    def _call(self, request: tuple[Any, ...], timeout_s: float) -> tuple[Any, ...]:
+        """`request` answered by an idle worker; `_Overran` / `_Died` when it did not answer."""
         if self._closed.is_set():
             raise RuntimeError("the extractor is closed")
         worker = self._idle.get()
         try:
-            worker.connection.send((str(path), clip_length, input_size))
-            # The worker enforces the decode limit itself; this is the backstop for a hang.
-            if not worker.connection.poll(self.config.limits.decode_timeout_s + _KILL_GRACE_S):
+            worker.connection.send(request)
+            if not worker.connection.poll(timeout_s):
                 worker = self._replace(worker)
-                raise Unreadable(
-                    Reason.DECODE_TIMEOUT,
-                    f"the decoder did not answer within {self.config.limits.decode_timeout_s:.0f} s"
-                    " and was killed",
-                )
+                raise _Overran
             try:
-                kind, *payload = worker.connection.recv()
+                reply: tuple[Any, ...] = worker.connection.recv()
             except (EOFError, OSError):
                 exit_code = self._exit_code(worker)
                 worker = self._replace(worker)
                 if self._on_crash:
                     self._on_crash()
-                raise Unreadable(
-                    Reason.DECODER_CRASHED,
-                    f"the decoder process died (exit code {exit_code}) on this file",
-                ) from None
+                raise _Died(exit_code) from None
         except BrokenPipeError:
             worker = self._replace(worker)
             raise
@@ -114,12 +161,7 @@ class IsolatedExtractor:
                 self._stop(worker)
             else:
                 self._idle.put(worker)
-        if kind == "ok":
-            extraction: Extraction = payload[0]
-            return extraction
-        if kind == "unreadable":
-            raise Unreadable(Reason(payload[0]), payload[1])
-        raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
+        return reply
 
     def close(self) -> None:
         """Stop every worker within about a second, in parallel; those that do not exit are killed.
@@ -204,6 +246,18 @@ class IsolatedExtractor:
             self._workers = [w for w in self._workers if w is not worker]
 
 
+class _Overran(Exception):
+    """The worker did not answer in time and was replaced."""
+
+
+class _Died(Exception):
+    """The worker died on the request and was replaced."""
+
+    def __init__(self, exit_code: int | None) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
 def _join_all(processes: list[BaseProcess], timeout_s: float) -> None:
     """Wait for all of `processes` to end, `timeout_s` in all (not each)."""
     deadline = time.monotonic() + timeout_s
@@ -214,6 +268,7 @@ def _join_all(processes: list[BaseProcess], timeout_s: float) -> None:
 def _worker_main(
     connection: Connection, config: DetectorConfig, memory_limit_mb: int, extract: ExtractFn
 ) -> None:
+    import c2pa  # noqa: F401  (loaded before the address-space cap, like MediaPipe)
     import cv2
 
     cv2.setLogLevel(2)  # errors only: a bad upload is a verdict, not log noise
@@ -228,7 +283,11 @@ def _worker_main(
         if request is None:
             faces.close()
             return
-        path, clip_length, input_size = request
+        if request[0] == "credentials":
+            connection.send(("ok", read_credentials(Path(request[1]), config.credentials,
+                                                    config.limits.max_bytes)))  # fmt: skip
+            continue
+        _, path, clip_length, input_size = request
         reply: tuple[Any, ...]
         try:
             reply = ("ok", extract(Path(path), clip_length, input_size, config, faces))

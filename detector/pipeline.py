@@ -1,9 +1,10 @@
-"""Video file → `ScreeningVerdict`: probe, extract face clips, score, aggregate.
+"""Media file → `ScreeningVerdict`: read credentials, extract face clips, score, combine.
 
 `Detector` is what `scan` and the service call. It is safe to call from many
-threads at once: extraction runs per thread (or in isolated worker processes,
-for the service), and the scorer (usually a `BatchingScorer`) batches clips
-across the threads' videos.
+threads at once: credentials reading and extraction run per thread (or in
+isolated worker processes, for the service), and the scorer (usually a
+`BatchingScorer`) batches clips across the threads' uploads. Each signal's
+finding is kept in the verdict; the strictest sets its action.
 """
 
 from __future__ import annotations
@@ -16,21 +17,28 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.aggregation import decide, rounded, track_scores, video_score
+from detector.aggregation import rounded, track_scores, video_score
 from detector.artifact import LoadedModel, sha256_file
 from detector.batching import BatchingScorer
 from detector.config import BatchingConfig, DetectorConfig
-from detector.extraction import Extraction, Extractor, InProcessExtractor, StageTimes
+from detector.credentials import CredentialsReader, InProcessCredentialsReader
+from detector.extraction import Extraction, StageTimes
 from detector.faces import FaceDetector
-from detector.probe import Unreadable
+from detector.image import ImageProbe
+from detector.probe import Probe, Unreadable
+from detector.routing import Extractor, InProcessExtractor
 from detector.scoring import ClipScorer, Precision, TorchScorer
+from detector.signals import credentials_result, model_result
+from detector.sniff import sniff
+from schemas.provenance import Provenance
 from schemas.verdict import (
-    Action,
     ClipScore,
     FaceBox,
     Outcome,
     Reason,
     ScreeningVerdict,
+    SignalResult,
+    deciding_signal,
 )
 
 
@@ -52,10 +60,15 @@ class Detector:
         config: DetectorConfig | None = None,
         face_detector: Callable[[], FaceDetector] | None = None,
         extractor: Extractor | None = None,
+        credentials: CredentialsReader | None = None,
     ) -> None:
-        """`extractor` defaults to extraction in this process with `config`."""
+        """`extractor` and `credentials` default to this process, with `config`."""
         self.scorer = scorer
-        self.extractor = extractor or InProcessExtractor(config or DetectorConfig(), face_detector)
+        self.config = config or DetectorConfig()
+        self.extractor = extractor or InProcessExtractor(self.config, face_detector)
+        self.credentials = credentials or InProcessCredentialsReader(
+            self.config.credentials, self.config.limits.max_bytes
+        )
 
     def screen(
         self,
@@ -79,19 +92,22 @@ class Detector:
     ) -> Screening:
         started = time.monotonic()
         base = _Base(
+            path=path,
             video_id=video_id or path.name,
             uri=uri or path.resolve().as_uri(),
             content_sha256=content_sha256 or sha256_file(path),
         )
         metadata = self.scorer.metadata
+        provenance = (
+            self.credentials.read_credentials(path) if self.config.credentials.enabled else None
+        )
         try:
             extraction = self.extractor.extract(
                 path, clip_length=metadata.clip_length, input_size=metadata.input_size
             )
         except Unreadable as refused:
-            verdict = self._verdict(
-                base, started, Outcome.UNREADABLE, refused.reason, refused.detail
-            )
+            model = self._model_refused(Outcome.UNREADABLE, refused.reason)
+            verdict = self._verdict(base, started, model, provenance, detail=refused.detail)
             return Screening(verdict, StageTimes())
 
         if not extraction.clips:
@@ -106,19 +122,21 @@ class Detector:
                 else f"{extraction.faces_detected} detections in "
                 f"{extraction.frames_analyzed} frames, none held for a clip"
             )
+            model = self._model_refused(Outcome.NO_FACE, reason)
             verdict = self._verdict(
-                base, started, Outcome.NO_FACE, reason, detail, extraction=extraction
+                base, started, model, provenance, detail=detail, extraction=extraction
             )
             return Screening(verdict, extraction.times, extraction=extraction)
 
         tick = time.monotonic()
         scores = self.scorer.score(np.stack([clip.pixels for clip in extraction.clips]))
         model_s = time.monotonic() - tick
-        fps = extraction.probe.fps
+        # A still has no time axis: its clips sit at 0 s.
+        fps = extraction.probe.fps if isinstance(extraction.probe, Probe) else None
         timeline = [
             ClipScore(
-                start_s=round(clip.start_frame / fps, 3),
-                end_s=round(clip.end_frame / fps, 3),
+                start_s=round(clip.start_frame / fps, 3) if fps else 0.0,
+                end_s=round(clip.end_frame / fps, 3) if fps else 0.0,
                 start_frame=clip.start_frame,
                 end_frame=clip.end_frame,
                 track_id=clip.track_id,
@@ -128,15 +146,15 @@ class Detector:
             )
             for clip, score in zip(extraction.clips, scores, strict=True)
         ]
-        score = video_score(track_scores((c.track_id, c.score) for c in timeline))
-        outcome, action = decide(score, metadata.thresholds)
+        score = rounded(video_score(track_scores((c.track_id, c.score) for c in timeline)))
+        model = model_result(score, metadata.thresholds, self.config.actions)
         verdict = self._verdict(
             base,
             started,
-            outcome,
+            model,
+            provenance,
             extraction=extraction,
-            score=rounded(score),
-            action=action,
+            score=score,
             timeline=timeline,
         )
         return Screening(verdict, extraction.times, model_s, len(timeline), extraction)
@@ -146,42 +164,66 @@ class Detector:
         self.scorer.close()
         self.extractor.close()
 
+    def _model_refused(self, outcome: Outcome, reason: Reason) -> SignalResult:
+        return model_result(
+            None, self.scorer.metadata.thresholds, self.config.actions, refused=(outcome, reason)
+        )
+
     def _verdict(
         self,
         base: _Base,
         started: float,
-        outcome: Outcome,
-        reason: Reason | None = None,
-        detail: str | None = None,
+        model: SignalResult,
+        provenance: Provenance | None,
         *,
+        detail: str | None = None,
         extraction: Extraction | None = None,
         score: float | None = None,
-        action: Action = Action.NONE,
         timeline: list[ClipScore] | None = None,
     ) -> ScreeningVerdict:
+        signals = [model]
+        if provenance is not None:
+            signals.insert(0, credentials_result(provenance, self.config.actions))
+        deciding = deciding_signal(signals)
+        headline = deciding or model
+        probe = extraction.probe if extraction else None
+        is_image = isinstance(probe, ImageProbe) or (probe is None and _sniffed_image(base.path))
         return ScreeningVerdict(
             video_id=base.video_id,
             uri=base.uri,
             content_sha256=base.content_sha256,
-            outcome=outcome,
-            reason=reason,
-            reason_detail=detail,
+            outcome=headline.outcome or Outcome.UNREADABLE,  # never None: see signals
+            reason=headline.reason,
+            reason_detail=detail if headline is model else headline.summary,
             score=score,
-            action=action,
+            action=headline.action,
+            action_signal=deciding.signal if deciding else None,
+            signals=signals,
+            provenance=provenance,
             thresholds=self.scorer.metadata.thresholds,
             model=self.scorer.info,
             timeline=timeline or [],
             faces_tracked=extraction.tracks if extraction else 0,
             frames_analyzed=extraction.frames_analyzed if extraction else 0,
-            video=extraction.probe.properties() if extraction else None,
+            media="image" if is_image else "video",
+            video=probe.properties() if isinstance(probe, Probe) else None,
+            image=probe.properties() if isinstance(probe, ImageProbe) else None,
             warnings=extraction.warnings if extraction else [],
             screened_at=datetime.now(UTC),
             processing_ms=round((time.monotonic() - started) * 1000),
         )
 
 
+def _sniffed_image(path: Path) -> bool:
+    try:
+        return sniff(path).kind == "image"
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class _Base:
+    path: Path
     video_id: str
     uri: str
     content_sha256: str
@@ -195,6 +237,7 @@ def build_detector(
     batch_wait_s: float = BatchingConfig.wait_s,
     precision: Precision = "auto",
     extractor: Extractor | None = None,
+    credentials: CredentialsReader | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Detector:
     """A loaded model behind a batching scorer (clips of concurrent videos scored together).
@@ -207,4 +250,4 @@ def build_detector(
         max_wait_s=batch_wait_s,
         on_batch=on_batch,
     )
-    return Detector(scorer, config, extractor=extractor)
+    return Detector(scorer, config, extractor=extractor, credentials=credentials)

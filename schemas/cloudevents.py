@@ -13,11 +13,16 @@ from typing import Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.verdict import Outcome, ScreeningVerdict
+from schemas.verdict import VERDICT_SCHEMA_VERSION, Action, ScreeningVerdict
 
 FLAG_TYPE: Final = "deepscreen.flag.v1"
 VERDICT_TYPE: Final = "deepscreen.verdict.v1"
 DEFAULT_SOURCE = "urn:deepscreen"
+# The event types stay; the shape of their data is versioned here (CloudEvents
+# `dataschema`): a consumer can tell which schema a flag follows.
+SCHEMA_BASE: Final = "https://deepscreen.dev/schemas"
+FLAG_DATASCHEMA: Final = f"{SCHEMA_BASE}/v{VERDICT_SCHEMA_VERSION}/deepfake-flag.schema.json"
+VERDICT_DATASCHEMA: Final = f"{SCHEMA_BASE}/v{VERDICT_SCHEMA_VERSION}/verdict-event.schema.json"
 
 DataT = TypeVar("DataT", bound=BaseModel)
 
@@ -39,7 +44,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
 
 
 class DeepfakeFlag(CloudEvent[ScreeningVerdict]):
-    """`deepscreen.flag.v1` on the moderation topic: one per suspected deepfake."""
+    """`deepscreen.flag.v1` on the moderation topic: one per verdict that asks for an action."""
 
     type: Literal["deepscreen.flag.v1"] = FLAG_TYPE
 
@@ -57,13 +62,15 @@ def event_id(event_type: str, video_id: str, content_sha256: str, model_sha256: 
 
 
 def flag_event(verdict: ScreeningVerdict, source: str = DEFAULT_SOURCE) -> DeepfakeFlag:
-    if verdict.outcome is not Outcome.SUSPECTED_DEEPFAKE:
-        raise ValueError(f"only a suspected deepfake is flagged, not {verdict.outcome.value}")
+    """The flag of a verdict that asks for an action (label, review or block)."""
+    if verdict.action is Action.NONE:
+        raise ValueError(f"only a verdict with an action is flagged, not {verdict.outcome.value}")
     return DeepfakeFlag(
         id=event_id(FLAG_TYPE, verdict.video_id, verdict.content_sha256, verdict.model.sha256),
         source=source,
         subject=verdict.video_id,
         time=verdict.screened_at,
+        dataschema=FLAG_DATASCHEMA,
         data=verdict,
     )
 
@@ -74,5 +81,6 @@ def verdict_event(verdict: ScreeningVerdict, source: str = DEFAULT_SOURCE) -> Ve
         source=source,
         subject=verdict.video_id,
         time=verdict.screened_at,
+        dataschema=VERDICT_DATASCHEMA,
         data=verdict,
     )

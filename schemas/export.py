@@ -10,7 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.cloudevents import DeepfakeFlag, VerdictEvent
+from schemas.cloudevents import (
+    FLAG_DATASCHEMA,
+    SCHEMA_BASE,
+    VERDICT_DATASCHEMA,
+    DeepfakeFlag,
+    VerdictEvent,
+)
 from schemas.dead_letter import DeadLetter
 from schemas.model import ModelMetadata
 from schemas.upload import VideoUploaded
@@ -24,6 +30,8 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "dead-letter": DeadLetter,
     "model-metadata": ModelMetadata,
 }
+# Events that name their schema (`dataschema`) are identified by that versioned URI.
+_VERSIONED_IDS = {"deepfake-flag": FLAG_DATASCHEMA, "verdict-event": VERDICT_DATASCHEMA}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -33,7 +41,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schema = model.model_json_schema(mode="serialization")
         documents[name] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"https://deepscreen.dev/schemas/{name}.schema.json",
+            "$id": _VERSIONED_IDS.get(name, f"{SCHEMA_BASE}/{name}.schema.json"),
             **schema,
         }
     return documents

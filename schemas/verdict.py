@@ -200,9 +200,7 @@ def deciding_signal(results: list[SignalResult]) -> SignalResult | None:
     acting = [r for r in results if r.action is not Action.NONE]
     if not acting:
         return None
-    return max(
-        acting, key=lambda r: (severity(r.action), -SIGNAL_PRIORITY.index(r.signal))
-    )
+    return max(acting, key=lambda r: (severity(r.action), -SIGNAL_PRIORITY.index(r.signal)))
 
 
 class ImageProperties(BaseModel):

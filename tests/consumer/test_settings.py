@@ -123,7 +123,7 @@ def test_settings_are_frozen() -> None:
 
 def test_default_settings_derive_the_default_detector_config_and_fetch_policy() -> None:
     settings = Settings()
-    assert settings.detector.detector_config(settings.media.max_bytes) == DetectorConfig()
+    assert settings.detector_config() == DetectorConfig()
     assert settings.media.fetch_policy() == FetchPolicy()
 
 
@@ -180,7 +180,7 @@ def test_the_faces_variables_reach_the_face_config_the_detector_gets(
     }.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    config = settings.detector.detector_config(settings.media.max_bytes)
+    config = settings.detector_config()
     assert config.faces == FaceConfig(
         model_selection=0,
         min_confidence=0.6,

@@ -338,7 +338,7 @@ def test_face_values_render_into_the_detector_faces_settings(
     assert env["DEEPSCREEN_DETECTOR__FACES__MIN_CONFIDENCE"] == "0.6"
     assert env["DEEPSCREEN_DETECTOR__FACES__MIN_FACE_PX"] == "40"
     settings = settings_from(env, monkeypatch, tmp_path)
-    config = settings.detector.detector_config(settings.media.max_bytes).faces
+    config = settings.detector_config().faces
     assert (config.model_selection, config.min_confidence, config.detect_max_side) == (0, 0.6, 960)
     assert (config.link_iou, config.max_gap, config.min_coverage) == (0.4, 3, 0.6)
     assert (config.min_face_px, config.crop_scale, config.window_link_iou) == (40, 1.5, 0.25)

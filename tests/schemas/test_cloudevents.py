@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.verdict import VERDICT_SCHEMA_VERSION
+
 from schemas import FLAG_TYPE, DeepfakeFlag, flag_event, verdict_event
 from schemas.model import ModelInfo
 from tests.schemas.factories import MODEL, unreadable, verdict
@@ -40,7 +42,16 @@ def test_flag_and_verdict_events_of_one_video_have_different_ids() -> None:
     assert flag_event(verdict()).id != verdict_event(verdict()).id
 
 
-def test_only_a_suspected_deepfake_is_flagged() -> None:
-    with pytest.raises(ValueError, match="only a suspected deepfake"):
+def test_only_a_verdict_with_an_action_is_flagged() -> None:
+    with pytest.raises(ValueError, match="only a verdict with an action"):
         flag_event(unreadable())
     assert verdict_event(unreadable()).type == "deepscreen.verdict.v1"
+
+
+def test_events_name_the_versioned_schema_of_their_data() -> None:
+    assert flag_event(verdict()).dataschema == (
+        f"https://deepscreen.dev/schemas/v{VERDICT_SCHEMA_VERSION}/deepfake-flag.schema.json"
+    )
+    assert verdict_event(verdict()).dataschema.endswith(  # type: ignore[union-attr]
+        f"/v{VERDICT_SCHEMA_VERSION}/verdict-event.schema.json"
+    )

@@ -1,0 +1,165 @@
+"""Still image → face clips: the same model screens photos as it screens videos.
+
+An upload whose bytes are a still image (JPEG, PNG, WebP, GIF, TIFF, BMP,
+AVIF; decided by `detector.sniff`) is screened here. The header is read first
+and the image refused over `ImageLimits` before any pixel is decoded, so a
+decompression bomb (a small file that declares billions of pixels) is
+`unreadable` / `resolution_too_large`. Each face found on the still becomes a
+clip of that face repeated `clip_length` times, as the model saw stills in
+training. Like video decoding, this runs in the isolated decoder workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detector.arrays import Frame
+from detector.clips import cut_clip, square_crops
+from detector.config import DetectorConfig, ImageLimits
+from detector.extraction import Extraction, FaceClip, StageTimes, normalised_box
+from detector.faces import FaceDetector
+from detector.probe import Unreadable
+from schemas.verdict import ImageProperties, Reason
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """Header facts of a still image, in displayed orientation (EXIF applied)."""
+
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    frames: int  # animated GIF / WebP: only the first is screened
+
+    def properties(self) -> ImageProperties:
+        return ImageProperties(
+            format=self.format, width=self.width, height=self.height, size_bytes=self.size_bytes
+        )
+
+
+def probe_image(path: Path, limits: ImageLimits) -> ImageProbe:
+    """The header of `path`, or `Unreadable` when it is empty, too large or not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = path.stat().st_size
+    if size == 0:
+        raise Unreadable(Reason.EMPTY_FILE, "the file is empty")
+    if size > limits.max_bytes:
+        raise Unreadable(Reason.FILE_TOO_LARGE, f"{size} bytes > {limits.max_bytes}")
+    try:
+        with _bomb_guard(limits), Image.open(path) as image:
+            width, height = image.size
+            image_format = image.format or "unknown"
+            frames = int(getattr(image, "n_frames", 1))
+            transposed = _exif_transposes(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise Unreadable(Reason.RESOLUTION_TOO_LARGE, str(error)) from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise Unreadable(
+            Reason.CORRUPT_CONTAINER, f"the image header does not parse: {error}"
+        ) from error
+    if width <= 0 or height <= 0:
+        raise Unreadable(Reason.CORRUPT_CONTAINER, f"the image declares {width}x{height} pixels")
+    if width * height > limits.max_pixels:
+        raise Unreadable(
+            Reason.RESOLUTION_TOO_LARGE,
+            f"{width}x{height} = {width * height} pixels > {limits.max_pixels}",
+        )
+    if transposed:
+        width, height = height, width
+    return ImageProbe(image_format, width, height, size, frames)
+
+
+def decode_image(path: Path, limits: ImageLimits) -> Frame:
+    """The first frame of `path` as RGB uint8 (H, W, 3), EXIF orientation applied."""
+    from PIL import Image, ImageOps
+
+    try:
+        with _bomb_guard(limits), Image.open(path) as image:
+            image.seek(0)
+            upright = ImageOps.exif_transpose(image)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise Unreadable(Reason.RESOLUTION_TOO_LARGE, str(error)) from error
+    except (OSError, ValueError, SyntaxError) as error:
+        raise Unreadable(Reason.DECODE_FAILED, f"the image does not decode: {error}") from error
+
+
+def extract_image_clips(
+    path: Path,
+    *,
+    clip_length: int,
+    input_size: int,
+    config: DetectorConfig,
+    faces: FaceDetector,
+) -> Extraction:
+    """One clip per face on the still: the face crop repeated `clip_length` times."""
+    info = probe_image(path, config.images)
+    times = StageTimes()
+    tick = time.monotonic()
+    frame = decode_image(path, config.images)
+    times.decode_s = time.monotonic() - tick
+    tick = time.monotonic()
+    height, width = frame.shape[:2]
+    min_side = config.faces.min_face_px
+    detections = [d for d in faces.detect(frame) if min(d.width, d.height) >= min_side]
+    frames = [frame] * clip_length
+    clips = []
+    for track_id, face in enumerate(detections):
+        boxes = np.tile(np.array([[face.x0, face.y0, face.x1, face.y1]]), (clip_length, 1))
+        clips.append(
+            FaceClip(
+                pixels=cut_clip(frames, square_crops(boxes, config.faces.crop_scale), input_size),
+                start_frame=0,
+                end_frame=1,
+                track_id=track_id,
+                box=normalised_box(boxes[0], width, height),
+                coverage=1.0,
+            )
+        )
+    times.faces_s = time.monotonic() - tick
+    notes = [f"animated image: only the first of {info.frames} frames is screened"]
+    return Extraction(
+        probe=info,
+        clips=clips,
+        frames_analyzed=1,
+        faces_detected=len(detections),
+        tracks=len(clips),
+        warnings=notes if info.frames > 1 else [],
+        times=times,
+    )
+
+
+@contextlib.contextmanager
+def _bomb_guard(limits: ImageLimits) -> Iterator[None]:
+    """Pillow's decompression-bomb limit set to ours while an image is opened (a process global)."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _exif_transposes(image: object) -> bool:
+    """Whether the EXIF orientation swaps width and height (orientations 5 to 8)."""
+    getexif = getattr(image, "getexif", None)
+    if getexif is None:
+        return False
+    try:
+        orientation = getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block changes nothing but the orientation
+        return False
+    return orientation in (5, 6, 7, 8)
