@@ -2,10 +2,14 @@
 
 It starts the embedded broker, uses the Redis on 127.0.0.1:6379 when one
 answers (an in-process cache otherwise), publishes upload events for sample
-videos (plus a re-upload of the same bytes, a file that is not a video and a
-message that is not JSON, to show the cache, an `unreadable` verdict and a
-dead letter), runs the real service on them, prints each flag as it arrives
-on the moderation topic, and exits once every upload has its outcome.
+videos (plus a still image cut from the first, a copy of a video signed with
+content credentials that declare it AI-generated, a re-upload of the same
+bytes, a file that is not a video and a message that is not JSON, to show
+image screening, the credentials signal, the cache, an `unreadable` verdict
+and a dead letter), runs the real service on them, prints each flag as it
+arrives on the moderation topic, and exits once every upload has its outcome.
+The signing certificate is made on the fly (`consumer.signing`) and is not on
+any trust list.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from consumer.settings import (
     RedisSettings,
     Settings,
 )
+from consumer.signing import TestAuthority
 from detector.config import PACKAGED_MODEL
 from detector.media_files import video_files
 from schemas.cloudevents import DeepfakeFlag, VerdictEvent
 from schemas.dead_letter import DeadLetter
+from schemas.verdict import Signal
 
 UPLOADS, FLAGS, VERDICTS, DLQ = "media.uploads", "moderation.flags", "screening.verdicts", "dlq"
 
@@ -81,6 +87,15 @@ def run_demo(
             return 1
         not_video = scratch / "holiday.mp4"
         not_video.write_text("this upload is a text file with a video name\n")
+        still = _still_of(chosen[0], scratch / f"{chosen[0].stem}-still.jpg")
+        declared = TestAuthority.create(
+            signer_name="deepscreen demo generator", organisation="deepscreen demo (untrusted)"
+        ).sign(chosen[-1], scratch / f"{chosen[-1].stem}-ai-generated.mp4")
+        echo(
+            f"signed {declared.name} with C2PA credentials declaring it AI-generated "
+            "(trainedAlgorithmicMedia), under a demo certificate made just now (not on any "
+            "trust list)"
+        )
 
         with EmbeddedBroker() as broker:
             broker.create_topics({UPLOADS: 2, FLAGS: 1, VERDICTS: 1, DLQ: 1})
@@ -104,7 +119,7 @@ def run_demo(
                 http=HttpSettings(host="127.0.0.1", port=0),
                 log_level="warning",
             )
-            uploads = _publish_uploads(broker.bootstrap, chosen, not_video)
+            uploads = _publish_uploads(broker.bootstrap, chosen, [still, declared], not_video)
             echo(f"published {uploads} upload events to {UPLOADS}\n")
             app = build_app(settings)
             service = threading.Thread(
@@ -116,7 +131,23 @@ def run_demo(
         return uploads - seen
 
 
-def _publish_uploads(bootstrap: str, videos: list[Path], not_video: Path) -> int:
+def _still_of(video: Path, destination: Path) -> Path | None:
+    """A JPEG of a frame from the middle of `video` (an image upload), or None."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    try:
+        middle = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) // 2)
+        capture.set(cv2.CAP_PROP_POS_FRAMES, middle)
+        ok, frame = capture.read()
+    finally:
+        capture.release()
+    return destination if ok and cv2.imwrite(str(destination), frame) else None
+
+
+def _publish_uploads(
+    bootstrap: str, videos: list[Path], extras: list[Path | None], not_video: Path
+) -> int:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     now = datetime.now(UTC).isoformat()
 
@@ -131,12 +162,15 @@ def _publish_uploads(bootstrap: str, videos: list[Path], not_video: Path) -> int
 
     for index, path in enumerate(videos):
         send(f"demo-{index:02d}-{path.stem}", path, cloudevent=index % 2 == 1)
+    uploads = [path for path in extras if path is not None]
+    for path in uploads:
+        send(f"demo-{path.stem}", path)
     send("demo-reupload", videos[0])  # same bytes, new id: a cache hit
     send("demo-not-a-video", not_video)
     producer.send(UPLOADS, key=b"demo-garbage", value=b"<xml>not an upload event</xml>")
     producer.flush()
     producer.close()
-    return len(videos) + 3
+    return len(videos) + len(uploads) + 3
 
 
 def _print_outcomes(
@@ -171,19 +205,31 @@ def _print_one(
     if topic == FLAGS:
         flag = DeepfakeFlag.model_validate_json(value)
         verdict = flag.data
-        worst = max(verdict.timeline, key=lambda clip: clip.score)
+        signal = verdict.action_signal.value if verdict.action_signal else "-"
         echo(
-            f"FLAG {verdict.action.value.upper():6s} {verdict.video_id}: P(fake)={verdict.score} "
-            f"faces={verdict.faces_tracked} worst clip {worst.start_s:.1f}-{worst.end_s:.1f}s "
-            f"(track {worst.track_id}) model={verdict.model.name}@{verdict.model.version}"
-            f"{' [cache hit]' if verdict.cache_hit else ''}  event id {flag.id}"
+            f"FLAG {verdict.action.value.upper():6s} {verdict.video_id} [{verdict.media}]: "
+            f"{verdict.outcome.value} ({verdict.reason.value if verdict.reason else '-'}) "
+            f"by {signal}{' [cache hit]' if verdict.cache_hit else ''}  event id {flag.id}"
         )
+        if verdict.action_signal is Signal.CONTENT_CREDENTIALS and verdict.provenance:
+            echo(f"       credentials: {verdict.provenance.summary}")
+        if verdict.timeline:
+            worst = max(verdict.timeline, key=lambda clip: clip.score)
+            echo(
+                f"       model: P(fake)={verdict.score} faces={verdict.faces_tracked} worst clip "
+                f"{worst.start_s:.1f}-{worst.end_s:.1f}s (track {worst.track_id}) "
+                f"model={verdict.model.name}@{verdict.model.version}"
+            )
         return 0  # its verdict event counts it
     if topic == VERDICTS:
         verdict = VerdictEvent.model_validate_json(value).data
         detail = verdict.reason.value if verdict.reason else f"score {verdict.score}"
         cached = " [cache hit]" if verdict.cache_hit else ""
-        echo(f"     verdict {verdict.video_id}: {verdict.outcome.value} ({detail}){cached}")
+        credentials = verdict.provenance.state.value if verdict.provenance else "-"
+        echo(
+            f"     verdict {verdict.video_id} [{verdict.media}]: {verdict.outcome.value} "
+            f"({detail}), credentials {credentials}{cached}"
+        )
         return 1
     letter = DeadLetter.from_headers(headers)
     echo(f"     dead letter (offset {letter.offset}): {letter.reason}: {letter.detail[:80]}")

@@ -129,13 +129,14 @@ class TestAuthority:
         mime = sniff(source).mime
         if mime is None:
             raise ValueError(f"{source.name}: C2PA cannot be embedded in this format")
+        declared = _uri(source_type)  # refused before any file is written
         if ingredient_source_type is not None:
             parent = destination.with_name(f".parent-{destination.name}")
             self.sign(source, parent, ingredient_source_type, generator=generator)
             manifest = _manifest(generator, "c2pa.opened", None, destination.name)
             actions = manifest["assertions"][0]["data"]["actions"]
             actions[0]["parameters"] = {"ingredientIds": ["parent"]}
-            actions.append({"action": "c2pa.edited", "digitalSourceType": _uri(source_type)})
+            actions.append({"action": "c2pa.edited", "digitalSourceType": declared})
             builder = c2pa.Builder(json.dumps(manifest))
             with parent.open("rb") as stream:
                 builder.add_ingredient(
@@ -147,7 +148,7 @@ class TestAuthority:
                 )
             parent_bytes = parent
         else:
-            manifest = _manifest(generator, "c2pa.created", _uri(source_type), destination.name)
+            manifest = _manifest(generator, "c2pa.created", declared, destination.name)
             builder = c2pa.Builder(json.dumps(manifest))
             parent_bytes = None
         if remote_url:

@@ -13,7 +13,9 @@ from pathlib import Path
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp"}
 )
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".avif"}
+)
 
 
 def is_video_file(path: Path) -> bool:
@@ -28,3 +30,9 @@ def video_files(root: Path) -> list[Path]:
 def image_files(root: Path) -> list[Path]:
     """The still images under `root` (recursively), sorted by path."""
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def media_files(root: Path) -> list[Path]:
+    """The videos and still images under `root` (recursively), sorted by path."""
+    suffixes = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())

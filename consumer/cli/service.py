@@ -18,20 +18,21 @@ if TYPE_CHECKING:
     from schemas.verdict import ScreeningVerdict
 
 
-def video_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; directories expanded to the video files under them, sorted."""
-    from detector.media_files import video_files
+def media_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; directories expanded to the videos and images under them, sorted."""
+    from detector.media_files import media_files
 
     found: list[Path] = []
     for path in paths:
-        found += video_files(path) if path.is_dir() else [path]
+        found += media_files(path) if path.is_dir() else [path]
     return found
 
 
 @app.command()
 def scan(
     paths: Annotated[
-        list[Path], typer.Argument(exists=True, help="Video files, or directories of them.")
+        list[Path],
+        typer.Argument(exists=True, help="Video or image files, or directories of them."),
     ],
     model: Annotated[
         Path | None,
@@ -51,8 +52,14 @@ def scan(
         int,
         typer.Option(min=1, max=SamplingConfig.max_windows, help="20-frame windows per video."),
     ] = SamplingConfig.windows,
+    trust_anchors: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="PEM trust anchors for content credentials (C2PA)."
+        ),
+    ] = None,
 ) -> None:
-    """Screen video files; one verdict per file."""
+    """Screen videos and still images; one verdict per file."""
     from dataclasses import replace
 
     from detector.artifact import ArtifactError, load
@@ -69,12 +76,17 @@ def scan(
         loaded = load(model_path, device)
     except (ArtifactError, RuntimeError) as error:
         raise fail(f"cannot use {model_path}: {error}") from error
-    files = video_paths(paths)
+    files = media_paths(paths)
     if not files:
-        raise fail("no video files found")
+        raise fail("no video or image files found")
 
     config = DetectorConfig()
-    config = replace(config, sampling=replace(config.sampling, windows=windows))
+    anchors = trust_anchors.read_text(encoding="ascii") if trust_anchors else None
+    config = replace(
+        config,
+        sampling=replace(config.sampling, windows=windows),
+        credentials=replace(config.credentials, trust_anchors_pem=anchors),
+    )
     detector = build_detector(loaded, config, batch_size=batch_size)
     if not loaded.metadata.trained:
         warn(f"{loaded.info.name} is untrained; its scores mean nothing")
@@ -91,20 +103,29 @@ def scan(
 
 
 def summary_line(verdict: ScreeningVerdict) -> str:
-    """One line a person reads: outcome, score, action, and where the worst clip is."""
-    if verdict.score is None:
-        return (
-            f"{verdict.video_id}: {verdict.outcome.value} "
-            f"({verdict.reason.value if verdict.reason else '-'}: {verdict.reason_detail})"
+    """One line a person reads: outcome, action and its signal, model evidence, credentials."""
+    from schemas.verdict import Signal
+
+    head = f"{verdict.video_id} [{verdict.media}]: {verdict.outcome.value}"
+    if verdict.reason:
+        head += f" ({verdict.reason.value})"
+    if verdict.action_signal:
+        head += f" action={verdict.action.value} by {verdict.action_signal.value}"
+    if verdict.score is not None:
+        worst = max(verdict.timeline, key=lambda clip: clip.score)
+        where = f"{worst.start_s:.1f}-{worst.end_s:.1f}s" if verdict.media == "video" else "still"
+        model = (
+            f"model score={verdict.score:.3f} faces={verdict.faces_tracked} "
+            f"clips={len(verdict.timeline)} frames={verdict.frames_analyzed} "
+            f"worst={where} track {worst.track_id}"
         )
-    worst = max(verdict.timeline, key=lambda clip: clip.score)
-    return (
-        f"{verdict.video_id}: {verdict.outcome.value} score={verdict.score:.3f} "
-        f"action={verdict.action.value} faces={verdict.faces_tracked} "
-        f"clips={len(verdict.timeline)} frames={verdict.frames_analyzed} "
-        f"worst={worst.start_s:.1f}-{worst.end_s:.1f}s track {worst.track_id} "
-        f"({verdict.processing_ms} ms)"
-    )
+    else:
+        result = verdict.signal(Signal.MODEL)
+        model = f"model: {result.summary}" if result else "model: -"
+        if verdict.reason_detail and verdict.action_signal is None:
+            model += f" ({verdict.reason_detail})"
+    credentials = f" | {verdict.provenance.summary}" if verdict.provenance else ""
+    return f"{head} | {model}{credentials} ({verdict.processing_ms} ms)"
 
 
 @app.command()

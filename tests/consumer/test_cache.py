@@ -26,7 +26,10 @@ OTHER = CacheKey("a" * 64, "c" * 64)
 # The verdict JSON Schema that each VERDICT_SCHEMA_VERSION stands for. When the test
 # below fails, ScreeningVerdict changed: bump VERDICT_SCHEMA_VERSION (so no replica
 # reads entries of the old shape as new ones) and pin the new digest here.
-SCHEMA_DIGESTS = {1: "250c623e43fcc37a1976e7b142444a5d019f5dc05e2855e59717b2219a0a91fd"}
+SCHEMA_DIGESTS = {
+    1: "250c623e43fcc37a1976e7b142444a5d019f5dc05e2855e59717b2219a0a91fd",
+    2: "735e043d12ff500415d1f83eb596488450bbe06d63c702cbcbbe26d19b83097b",
+}
 
 
 def sample(metrics: Metrics, name: str) -> float | None:

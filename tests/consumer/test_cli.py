@@ -37,8 +37,9 @@ def test_scan_without_json_prints_a_line_a_file(
 ) -> None:
     result = runner.invoke(app, ["scan", "--model", str(reference_model), str(synthetic.short)])
     assert result.exit_code == 0
-    assert result.stdout.strip() == (
-        "short.mp4: unreadable (too_short: 12 frames; a clip needs 20 consecutive frames)"
+    assert result.stdout.strip().startswith(
+        "short.mp4 [video]: unreadable (too_short) | model: media not screened by the model "
+        "(too_short) (12 frames; a clip needs 20 consecutive frames) | No content credentials."
     )
 
 

@@ -20,7 +20,7 @@ class Flags:
 @pytest.fixture
 def server() -> Iterator[HealthServer]:
     metrics = Metrics()
-    metrics.flags.inc()
+    metrics.flags.labels("model").inc()
     running = HealthServer(
         "127.0.0.1", 0, metrics,
         live=lambda: {"process": True},
@@ -55,7 +55,7 @@ def test_liveness_and_metrics_are_served(server: HealthServer) -> None:
     assert get(server, "/healthz")[0] == 200
     status, body = get(server, "/metrics")
     assert status == 200
-    assert b"deepscreen_flags_total 1.0" in body
+    assert b'deepscreen_flags_total{signal="model"} 1.0' in body
     assert b"deepscreen_processing_seconds_bucket" in body
     assert get(server, "/nope")[0] == 404
 

@@ -25,7 +25,9 @@ import yaml
 from helm_python import _native
 from pydantic import BaseModel
 
-from consumer.settings import Settings, load_settings
+from consumer.settings import ProvenanceSettings, Settings, load_settings
+from detector.config import ActionPolicy, CredentialsConfig, ImageLimits
+from schemas.verdict import Action
 from tests.support.timings import TIMING_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +82,12 @@ SECRETS: dict[str, Any] = {
         }
     },
     "image": {"digest": "sha256:" + "ab" * 32},
+    "provenance": {"trustAnchors": {"secret": {"name": "c2pa-trust", "key": "trust-list.pem"}}},
+}
+
+# The C2PA trust list from an existing ConfigMap (SECRETS takes it from a Secret).
+TRUST_ANCHORS_FROM_CONFIGMAP: dict[str, Any] = {
+    "provenance": {"trustAnchors": {"configMap": {"name": "c2pa-trust"}}}
 }
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -95,6 +103,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "hpa": {"autoscaling": {"hpa": {"enabled": True}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "existing-secrets": SECRETS,
+    "trust-anchors": TRUST_ANCHORS_FROM_CONFIGMAP,
     "model-pvc": {"model": {"source": "pvc", "pvc": {"claimName": "models"}}},
     "model-init": {
         "model": {
@@ -318,6 +327,20 @@ def test_the_chart_defaults_are_the_service_defaults(
         if setting(loaded, name) != setting(defaults, name)
     }
     assert differ == {}, "chart value → service default"
+    # The content-credentials section and the detector's image limits and actions are
+    # all rendered, and so compared above; but the trust anchors, unset like the
+    # service's default (no trust list).
+    provenance = {
+        f"DEEPSCREEN_PROVENANCE__{name.upper()}" for name in ProvenanceSettings.model_fields
+    }
+    assert provenance - set(ours) == {"DEEPSCREEN_PROVENANCE__TRUST_ANCHORS"}
+    assert loaded.provenance.trust_anchors is None
+    assert {
+        "DEEPSCREEN_DETECTOR__MAX_IMAGE_BYTES",
+        "DEEPSCREEN_DETECTOR__MAX_IMAGE_PIXELS",
+        "DEEPSCREEN_DETECTOR__REVIEW_ACTION",
+        "DEEPSCREEN_DETECTOR__BLOCK_ACTION",
+    } <= set(ours)
 
 
 def test_face_values_render_into_the_detector_faces_settings(
@@ -363,6 +386,43 @@ def test_timing_values_render_into_the_producer_publish_and_claim_settings(
     assert {name: env.get(name) for name in rendered} == rendered
     settings = settings_from(env, monkeypatch, tmp_path)  # what the service reads them as
     assert (settings.kafka.producer_retries, settings.redis.memory_max_entries) == (9, 500)
+
+
+def test_provenance_and_image_values_render_into_the_detector_config(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {
+        "provenance": {
+            "enabled": False,
+            "readTimeoutS": 12.5,
+            "maxManifestMb": 4,
+            "declaredAiAction": "review",
+            "declaredCompositeAction": "none",
+            "invalidAction": "block",
+        },
+        "detector": {
+            "maxImageBytes": 8388608,
+            "maxImagePixels": 1000000,
+            "reviewAction": "label",
+            "blockAction": "review",
+        },
+    }
+    env = environment(render(chart, values))
+    assert env["DEEPSCREEN_PROVENANCE__ENABLED"] == "false"
+    assert env["DEEPSCREEN_PROVENANCE__INVALID_ACTION"] == "block"
+    assert env["DEEPSCREEN_DETECTOR__MAX_IMAGE_BYTES"] == "8388608"
+    config = settings_from(env, monkeypatch, tmp_path).detector_config()
+    assert config.credentials == CredentialsConfig(
+        enabled=False, read_timeout_s=12.5, max_manifest_mb=4
+    )
+    assert config.images == ImageLimits(max_bytes=8388608, max_pixels=1000000)
+    assert config.actions == ActionPolicy(
+        declared_ai=Action.REVIEW,
+        declared_composite=Action.NONE,
+        invalid_credentials=Action.BLOCK,
+        model_review=Action.LABEL,
+        model_block=Action.REVIEW,
+    )
 
 
 # ------------------------------------------------------------- deployment --
@@ -500,6 +560,85 @@ def test_existing_secrets_are_referenced_not_copied(chart: helm.Chart) -> None:
         "*.cdn.example.com",
     ]
     assert mounts["/media/uploads"]["readOnly"] is True
+
+
+def trust_anchors_volume(documents: list[dict[str, Any]], mount_path: str) -> dict[str, Any]:
+    """The volume mounted at `mount_path` in the main container, which must be read-only."""
+    (mount,) = [m for m in container(documents)["volumeMounts"] if m["mountPath"] == mount_path]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a projected key: the file follows the ConfigMap or Secret
+    volumes = {v["name"]: v for v in pod_spec(documents)["volumes"]}
+    volume: dict[str, Any] = volumes[mount["name"]]
+    return volume
+
+
+def test_trust_anchors_from_a_configmap_are_mounted_read_only_for_the_service(
+    chart: helm.Chart,
+) -> None:
+    documents = render(chart, TRUST_ANCHORS_FROM_CONFIGMAP)
+    volume = trust_anchors_volume(documents, "/etc/deepscreen/trust")
+    assert volume["configMap"] == {
+        "name": "c2pa-trust",
+        "defaultMode": 0o444,
+        "items": [{"key": "anchors.pem", "path": "anchors.pem"}],
+    }
+    env = environment(documents)
+    assert env["DEEPSCREEN_PROVENANCE__TRUST_ANCHORS"] == "/etc/deepscreen/trust/anchors.pem"
+
+
+def test_trust_anchors_from_a_secret_are_mounted_read_only_for_the_service(
+    chart: helm.Chart,
+) -> None:
+    documents = render(chart, SECRETS)
+    volume = trust_anchors_volume(documents, "/etc/deepscreen/trust")
+    assert volume["secret"] == {
+        "secretName": "c2pa-trust",
+        "defaultMode": 0o440,
+        "items": [{"key": "trust-list.pem", "path": "trust-list.pem"}],
+    }
+    env = environment(documents)
+    assert env["DEEPSCREEN_PROVENANCE__TRUST_ANCHORS"] == "/etc/deepscreen/trust/trust-list.pem"
+    assert "Secret" not in kinds(documents)
+
+
+def test_the_service_reads_the_trust_anchors_at_the_rendered_path(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mount_path = tmp_path / "trust"  # stands in for the pod's mount
+    values = {
+        "provenance": {
+            "trustAnchors": {"configMap": {"name": "c2pa-trust"}, "mountPath": str(mount_path)}
+        }
+    }
+    env = environment(render(chart, values))
+    mount_path.mkdir()
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (mount_path / "anchors.pem").write_text(pem, encoding="ascii")
+    settings = settings_from(env, monkeypatch, tmp_path)
+    assert settings.detector_config().credentials.trust_anchors_pem == pem
+
+
+def test_without_trust_anchors_nothing_is_mounted(chart: helm.Chart) -> None:
+    documents = render(chart, {})
+    assert "DEEPSCREEN_PROVENANCE__TRUST_ANCHORS" not in environment(documents)
+    assert not any(v["name"] == "trust-anchors" for v in pod_spec(documents)["volumes"])
+    assert not any(
+        m["mountPath"] == "/etc/deepscreen/trust" for m in container(documents)["volumeMounts"]
+    )
+
+
+def test_trust_anchors_from_both_a_configmap_and_a_secret_fail_with_a_clear_message(
+    chart: helm.Chart,
+) -> None:
+    both = {"configMap": {"name": "c2pa-trust"}, "secret": {"name": "c2pa-trust-secret"}}
+    with pytest.raises(
+        helm.HelmRenderError,
+        match=re.escape(
+            "provenance.trustAnchors: set configMap.name (c2pa-trust) or "
+            "secret.name (c2pa-trust-secret), not both"
+        ),
+    ):
+        render(chart, {"provenance": {"trustAnchors": both}})
 
 
 def test_model_from_a_pvc_is_mounted_read_only(chart: helm.Chart) -> None:
@@ -644,6 +783,13 @@ BAD_VALUES = [
     ({"image": {"digest": "latest"}}, "/image/digest"),
     ({"drainSeconds": -5}, "/drainSeconds': minimum"),
     ({"http": {"port": 70000}}, "/http/port': maximum"),
+    ({"provenance": {"declaredAiAction": "delete"}}, "/provenance/declaredAiAction'"),
+    ({"provenance": {"invalidAction": "Block"}}, "/provenance/invalidAction'"),
+    ({"detector": {"reviewAction": "flag"}}, "/detector/reviewAction'"),
+    ({"provenance": {"maxManifestMb": 0}}, "/provenance/maxManifestMb': minimum"),
+    ({"provenance": {"trustAnchors": {"pem": "x"}}}, "additional properties 'pem' not allowed"),
+    ({"provenance": {"trustAnchors": {"secret": {"key": "a/b"}}}}, "/trustAnchors/secret/key'"),
+    ({"provenance": {"trustAnchors": {"mountPath": "trust"}}}, "/trustAnchors/mountPath'"),
 ]
 
 

@@ -66,8 +66,8 @@ _JPEG_APP11 = 0xEB
 
 
 def _face(side: int = SIDE) -> Frame:
-    face: Frame = cv2.resize(astronaut_face(), (side, side), interpolation=cv2.INTER_AREA)
-    return face
+    face = cv2.resize(astronaut_face(), (side, side), interpolation=cv2.INTER_AREA)
+    return np.asarray(face, dtype=np.uint8)
 
 
 def plain_image(path: Path) -> Path:
@@ -137,10 +137,10 @@ def _pixel_data(data: bytes, mime: str | None) -> tuple[int, int]:
             raise ValueError("JPEG without a scan")
         return offset + length, len(data) - 2  # up to the EOI marker
     if mime == "image/png":
-        kind, start, length = next(c for c in _png_chunks(data) if c[0] == b"IDAT")
+        _, start, length = next(c for c in _png_chunks(data) if c[0] == b"IDAT")
         return start, start + length
     if mime in ("video/mp4", "video/quicktime"):
-        kind, start, size = next(b for b in mp4_boxes(data) if b[0] == b"mdat")
+        _, start, size = next(b for b in mp4_boxes(data) if b[0] == b"mdat")
         return start + 8, start + size
     raise ValueError(f"no pixel data located for {mime}")
 
@@ -178,7 +178,7 @@ def reencoded_copy(signed: Path, destination: Path) -> Path:
             ok, frame = capture.read()
             if not ok:
                 break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            frames.append(np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), dtype=np.uint8))
     finally:
         capture.release()
     return write_video(destination, frames)
@@ -219,7 +219,7 @@ def corrupted_store(signed_jpeg: Path, destination: Path, seed: int = 0) -> Path
     manifest store and has to parse the garbage after them.
     """
     data = bytearray(signed_jpeg.read_bytes())
-    marker, offset, length = next(s for s in jpeg_segments(bytes(data)) if s[0] == _JPEG_APP11)
+    _, offset, length = next(s for s in jpeg_segments(bytes(data)) if s[0] == _JPEG_APP11)
     keep = 4 + 8 + 8 + 30
     if bytes(data[offset + keep - 5 : offset + keep]) != b"c2pa\x00":
         raise ValueError(f"{signed_jpeg.name}: the first APP11 segment is not a C2PA store")
@@ -263,9 +263,7 @@ def _sign_with_thumbnail(
     builder = c2pa.Builder(json.dumps(manifest), context=context)
     builder.add_resource("padding", io.BytesIO(thumbnail))
     signer = c2pa.Signer.from_info(
-        c2pa.C2paSignerInfo(
-            c2pa.C2paSigningAlg.ES256, authority.chain_pem, authority.key_pem, None
-        )
+        c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, authority.chain_pem, authority.key_pem, None)
     )
     with source.open("rb") as src, destination.open("w+b") as dst:
         builder.sign(signer, mime, src, dst)

@@ -60,6 +60,20 @@ app.kubernetes.io/component: screener
 {{- end }}
 {{- end }}
 
+{{/*
+The trust-anchor PEM file's path inside the container (mountPath/key of the
+ConfigMap or Secret in provenance.trustAnchors); empty: no trust anchors.
+*/}}
+{{- define "deepscreen.trustAnchorsPath" -}}
+{{- $anchors := .Values.provenance.trustAnchors }}
+{{- $mountPath := trimSuffix "/" $anchors.mountPath }}
+{{- if $anchors.configMap.name }}
+{{- printf "%s/%s" $mountPath $anchors.configMap.key }}
+{{- else if $anchors.secret.name }}
+{{- printf "%s/%s" $mountPath $anchors.secret.key }}
+{{- end }}
+{{- end }}
+
 {{/* Settings the values cannot express through the schema alone. */}}
 {{- define "deepscreen.validate" -}}
 {{- if and .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled }}
@@ -86,6 +100,10 @@ app.kubernetes.io/component: screener
 {{- end }}
 {{- if and (eq .Values.model.source "initContainer") (not .Values.model.initContainer.image.repository) }}
 {{- fail "model.source=initContainer needs model.initContainer.image.repository" }}
+{{- end }}
+{{- $anchors := .Values.provenance.trustAnchors }}
+{{- if and $anchors.configMap.name $anchors.secret.name }}
+{{- fail (printf "provenance.trustAnchors: set configMap.name (%s) or secret.name (%s), not both: the trust anchors are one PEM file from one source" $anchors.configMap.name $anchors.secret.name) }}
 {{- end }}
 {{- if and .Values.redis.existingSecret (not .Values.redis.url) }}
 {{- fail "redis.existingSecret is set but redis.url is empty" }}
