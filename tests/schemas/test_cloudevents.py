@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.verdict import VERDICT_SCHEMA_VERSION
-
 from schemas import FLAG_TYPE, DeepfakeFlag, flag_event, verdict_event
 from schemas.model import ModelInfo
+from schemas.verdict import VERDICT_SCHEMA_VERSION
 from tests.schemas.factories import MODEL, unreadable, verdict
 
 
