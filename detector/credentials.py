@@ -5,9 +5,10 @@ configured to make no network request of its own (no remote manifests, no
 OCSP, no allowed hosts at all): a reference to a remote manifest is recorded,
 never followed. Whatever goes wrong becomes `state = unreadable` with a
 reason, never an exception: a bad manifest must not cost the upload its
-verdict. The file is read through a stream, never into memory; the service
-runs this in the decoder worker processes (time limit, memory cap, crash
-isolation), `scan` on a thread with a time limit.
+verdict. The file is read through a stream, never whole into memory (c2pa-rs
+hashes a large signed MP4 in blocks of up to 256 MiB); the service runs this
+in the decoder worker processes (time limit, memory cap, crash isolation),
+`scan` on a thread with a time limit.
 """
 
 from __future__ import annotations
