@@ -221,7 +221,10 @@ class ProvenanceSettings(_Section):
         """The reader's configuration; reads the trust-anchor file (a start-up failure if bad)."""
         pem = None
         if self.trust_anchors is not None:
-            pem = self.trust_anchors.read_text(encoding="ascii")
+            try:
+                pem = self.trust_anchors.read_text(encoding="ascii")
+            except UnicodeDecodeError as error:  # DER, or not a certificate at all
+                raise ValueError(f"{self.trust_anchors} is not PEM text ({error})") from error
             if "-----BEGIN CERTIFICATE-----" not in pem:
                 raise ValueError(f"{self.trust_anchors} holds no PEM certificate")
         return CredentialsConfig(

@@ -1,4 +1,4 @@
-"""Clip scores → track scores → one video score → outcome and action.
+"""Clip scores → track scores → one video score.
 
 The rule, chosen so that a single fake face flags the video:
 
@@ -6,9 +6,11 @@ The rule, chosen so that a single fake face flags the video:
    face does not flag it; a face that is fake throughout does);
 2. the video's score is the highest track score: a video with one real and
    one swapped face is a deepfake;
-3. score >= `thresholds.block` → `suspected_deepfake` + `block`;
-   score >= `thresholds.review` → `suspected_deepfake` + `review`;
-   otherwise `likely_real`.
+3. that score against the model's thresholds gives the model's outcome and
+   the action the operator's policy assigns it: `detector.signals.model_result`
+   (>= `thresholds.block` → `suspected_deepfake` + the block action, >=
+   `thresholds.review` → `suspected_deepfake` + the review action, otherwise
+   `likely_real`).
 
 Pure functions, no model and no I/O.
 """
@@ -17,9 +19,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-
-from schemas.model import Thresholds
-from schemas.verdict import Action, Outcome
 
 # Verdicts carry scores rounded to this many decimals. Calibration places the
 # thresholds on the same grid (`SCORE_RESOLUTION`), so a real video's rounded
@@ -45,11 +44,3 @@ def video_score(per_track: dict[int, float]) -> float:
     if not per_track:
         raise ValueError("a video score needs at least one scored track")
     return max(per_track.values())
-
-
-def decide(score: float, thresholds: Thresholds) -> tuple[Outcome, Action]:
-    if score >= thresholds.block:
-        return Outcome.SUSPECTED_DEEPFAKE, Action.BLOCK
-    if score >= thresholds.review:
-        return Outcome.SUSPECTED_DEEPFAKE, Action.REVIEW
-    return Outcome.LIKELY_REAL, Action.NONE

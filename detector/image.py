@@ -11,14 +11,13 @@ training. Like video decoding, this runs in the isolated decoder workers.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from detector.arrays import Frame
 from detector.clips import cut_clip, square_crops
@@ -27,6 +26,11 @@ from detector.extraction import Extraction, FaceClip, StageTimes, normalised_box
 from detector.faces import FaceDetector
 from detector.probe import Unreadable
 from schemas.verdict import ImageProperties, Reason
+
+# Our own pixel limit is checked from the header before any decoding; Pillow's
+# bomb check (a warning, then an error at twice its limit) stays as a backstop,
+# without the warning noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -47,22 +51,22 @@ class ImageProbe:
 
 def probe_image(path: Path, limits: ImageLimits) -> ImageProbe:
     """The header of `path`, or `Unreadable` when it is empty, too large or not an image."""
-    from PIL import Image, UnidentifiedImageError
-
     size = path.stat().st_size
     if size == 0:
         raise Unreadable(Reason.EMPTY_FILE, "the file is empty")
     if size > limits.max_bytes:
         raise Unreadable(Reason.FILE_TOO_LARGE, f"{size} bytes > {limits.max_bytes}")
     try:
-        with _bomb_guard(limits), Image.open(path) as image:
+        with Image.open(path) as image:
             width, height = image.size
             image_format = image.format or "unknown"
             frames = int(getattr(image, "n_frames", 1))
             transposed = _exif_transposes(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise Unreadable(Reason.RESOLUTION_TOO_LARGE, str(error)) from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # Pillow's parsers raise TypeError, KeyError, ... on hostile bytes
         raise Unreadable(
             Reason.CORRUPT_CONTAINER, f"the image header does not parse: {error}"
         ) from error
@@ -80,16 +84,25 @@ def probe_image(path: Path, limits: ImageLimits) -> ImageProbe:
 
 def decode_image(path: Path, limits: ImageLimits) -> Frame:
     """The first frame of `path` as RGB uint8 (H, W, 3), EXIF orientation applied."""
-    from PIL import Image, ImageOps
-
     try:
-        with _bomb_guard(limits), Image.open(path) as image:
+        with Image.open(path) as image:
+            width, height = image.size  # the header again: never decode past the limit
+            if width * height > limits.max_pixels:
+                raise Unreadable(
+                    Reason.RESOLUTION_TOO_LARGE,
+                    f"{width}x{height} = {width * height} pixels > {limits.max_pixels}",
+                )
             image.seek(0)
             upright = ImageOps.exif_transpose(image)
+            if upright.mode.startswith("I;16"):  # 16-bit grey: `convert` would clip it at 255
+                grey = (np.asarray(upright) >> 8).astype(np.uint8)
+                return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
             return np.asarray(upright.convert("RGB"), dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise Unreadable(Reason.RESOLUTION_TOO_LARGE, str(error)) from error
-    except (OSError, ValueError, SyntaxError) as error:
+    except (MemoryError, Unreadable):
+        raise
+    except Exception as error:  # as in `probe_image`: any parser failure is this file's outcome
         raise Unreadable(Reason.DECODE_FAILED, f"the image does not decode: {error}") from error
 
 
@@ -136,21 +149,6 @@ def extract_image_clips(
         warnings=notes if info.frames > 1 else [],
         times=times,
     )
-
-
-@contextlib.contextmanager
-def _bomb_guard(limits: ImageLimits) -> Iterator[None]:
-    """Pillow's decompression-bomb limit set to ours while an image is opened (a process global)."""
-    from PIL import Image
-
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limits.max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _exif_transposes(image: object) -> bool:

@@ -62,6 +62,7 @@ def scan(
     """Screen videos and still images; one verdict per file."""
     from dataclasses import replace
 
+    from consumer.settings import ProvenanceSettings
     from detector.artifact import ArtifactError, load
     from detector.config import PACKAGED_MODEL, DetectorConfig
     from detector.pipeline import build_detector
@@ -80,12 +81,15 @@ def scan(
     if not files:
         raise fail("no video or image files found")
 
+    try:  # refused as the service refuses it, not read as every file's unreadable credentials
+        credentials = ProvenanceSettings(trust_anchors=trust_anchors).credentials_config()
+    except (OSError, ValueError) as error:
+        raise fail(f"--trust-anchors: {error}") from error
     config = DetectorConfig()
-    anchors = trust_anchors.read_text(encoding="ascii") if trust_anchors else None
     config = replace(
         config,
         sampling=replace(config.sampling, windows=windows),
-        credentials=replace(config.credentials, trust_anchors_pem=anchors),
+        credentials=replace(config.credentials, trust_anchors_pem=credentials.trust_anchors_pem),
     )
     detector = build_detector(loaded, config, batch_size=batch_size)
     if not loaded.metadata.trained:
@@ -140,7 +144,8 @@ def serve() -> None:
 
     try:
         settings = load_settings()
-    except ValidationError as error:
+        settings.detector_config()  # reads the trust anchors: a bad file is named here
+    except (ValidationError, OSError, ValueError) as error:
         raise fail(f"invalid settings:\n{error}") from error
     configure_logging(settings.log_level, settings.log_format)
     try:

@@ -139,6 +139,45 @@ def test_the_redis_key_is_prefix_schema_version_model_and_content(
     cache.close()
 
 
+def test_verdicts_decided_under_another_policy_are_never_read(cache: VerdictCache) -> None:
+    """Another action policy or trust list (`policy_fingerprint`) is another key."""
+    labelling = KEY._replace(policy="labels-ai")
+    reviewing = KEY._replace(policy="reviews-ai")
+    cache.put(labelling, verdict(video_id="v-label"))
+    assert cache.get(reviewing) is None
+    assert cache.get(KEY) is None  # no policy is a policy of its own
+    cache.put(reviewing, verdict(video_id="v-review"))
+    assert cache.get(labelling) == verdict(video_id="v-label")
+    assert cache.get(reviewing) == verdict(video_id="v-review")
+
+
+def test_replicas_under_other_policies_do_not_wait_on_each_others_claims(
+    cache: VerdictCache,
+) -> None:
+    """During a rollout of a new policy, both policies' replicas screen the bytes."""
+    assert cache.claim(KEY._replace(policy="old"), "replica-a")
+    assert cache.claim(KEY._replace(policy="new"), "replica-b")
+    assert not cache.claim(KEY._replace(policy="old"), "replica-b")
+
+
+def test_the_policy_sits_between_model_and_content_in_the_redis_key(
+    redis_server: RedisServer,
+) -> None:
+    cache = RedisVerdictCache(redis_server.url, prefix="policy-layout")
+    client = redis_server.client()
+    key = KEY._replace(policy="0123456789abcdef")
+    cache.put(key, verdict())
+    cache.claim(key, "me")
+    name = (
+        f"schema{VERDICT_SCHEMA_VERSION}:{KEY.model_sha256}:policy0123456789abcdef:"
+        f"{KEY.content_sha256}"
+    )
+    assert client.keys("policy-layout:verdict:*") == [f"policy-layout:verdict:{name}".encode()]
+    assert client.get(f"policy-layout:claim:{name}") == b"me"
+    client.close()
+    cache.close()
+
+
 def test_a_change_of_the_verdict_schema_comes_with_a_new_schema_version() -> None:
     schema = json.dumps(ScreeningVerdict.model_json_schema(), sort_keys=True)
     digest = hashlib.sha256(schema.encode()).hexdigest()

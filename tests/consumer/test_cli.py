@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from consumer.cli import app
-from schemas import Outcome, Reason, ScreeningVerdict
+from schemas import Action, Declaration, Outcome, ProvenanceState, Reason, ScreeningVerdict, Signal
 from tests.conftest import REPO, SyntheticVideos
 
 runner = CliRunner()
@@ -241,3 +242,170 @@ def test_model_train_refuses_an_unknown_backbone(tmp_path: Path) -> None:
               str(tmp_path / "m.pt"), "--backbone", "vgg16"],
     )  # fmt: skip
     assert result.exit_code == 2 and "--backbone" in result.output
+
+
+# --------------------------------------------------------------------------- content credentials
+
+
+@dataclass(frozen=True)
+class Signed:
+    """The astronaut as a 512 px JPEG whose credentials declare it AI-generated."""
+
+    image: Path
+    root_pem: Path  # the signing authority's root, for --trust-anchors
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Signed:
+    from PIL import Image
+    from skimage import data
+
+    from consumer.signing import TestAuthority as Authority
+
+    folder = tmp_path_factory.mktemp("signed")
+    plain = folder / "plain" / "astronaut.jpg"
+    plain.parent.mkdir()
+    astronaut = data.astronaut()  # type: ignore[no-untyped-call]
+    Image.fromarray(astronaut).save(plain, quality=90)  # 512 x 512
+    authority = Authority.create()
+    image = authority.sign(plain, folder / "astronaut-ai.jpg", "trainedAlgorithmicMedia")
+    root = folder / "root.pem"
+    root.write_bytes(authority.root_pem)
+    return Signed(image, root)
+
+
+def scan_json(*arguments: str) -> list[ScreeningVerdict]:
+    result = runner.invoke(app, ["scan", "--json", *arguments])
+    assert result.exit_code == 0, result.output
+    return [ScreeningVerdict.model_validate_json(line) for line in result.stdout.splitlines()]
+
+
+def test_scan_says_a_still_is_declared_ai_and_labelled_for_its_credentials(
+    reference_model: Path, signed: Signed
+) -> None:
+    result = runner.invoke(app, ["scan", "--model", str(reference_model), str(signed.image)])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    # The untrained reference model scores every face about 0.494, under its review
+    # threshold of 0.5: the credentials alone set the action.
+    assert line.startswith(
+        "astronaut-ai.jpg [image]: declared_synthetic (declared_ai_generated) "
+        "action=label by content_credentials | model score="
+    ), line
+    assert "faces=1 clips=1 frames=1 worst=still track 0" in line  # the model's evidence stays
+    assert (
+        "| Valid content credentials, untrusted signer (deepscreen test signer, "
+        "deepscreen test CA), declare AI-generated content (trainedAlgorithmicMedia)."
+    ) in line
+
+
+def test_scan_json_reports_the_credentials_as_valid_and_trusted_only_with_trust_anchors(
+    reference_model: Path, signed: Signed
+) -> None:
+    [untrusted] = scan_json("--model", str(reference_model), str(signed.image))
+    [trusted] = scan_json(
+        "--model", str(reference_model), "--trust-anchors", str(signed.root_pem), str(signed.image)
+    )
+    for verdict in (untrusted, trusted):
+        assert (verdict.media, verdict.image is not None, verdict.video) == ("image", True, None)
+        assert (verdict.outcome, verdict.action, verdict.action_signal) == (
+            Outcome.DECLARED_SYNTHETIC,
+            Action.LABEL,
+            Signal.CONTENT_CREDENTIALS,
+        )
+        assert verdict.provenance is not None
+        assert verdict.provenance.state is ProvenanceState.VALID
+        assert verdict.provenance.declaration is Declaration.AI_GENERATED
+        model = verdict.signal(Signal.MODEL)
+        assert model is not None and model.outcome is Outcome.LIKELY_REAL
+    assert untrusted.provenance is not None and trusted.provenance is not None
+    assert (untrusted.provenance.trusted, untrusted.provenance.trust_list_configured) == (
+        False,
+        False,
+    )
+    assert (trusted.provenance.trusted, trusted.provenance.trust_list_configured) == (True, True)
+    assert "trusted signer" in trusted.provenance.summary
+    assert "untrusted" not in trusted.provenance.summary
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a certificate\n", "holds no PEM certificate"),
+        ("caf\u00e9 \u2014 no certificate\n".encode(), "anchors.pem"),
+    ],
+    ids=["text", "not ascii"],
+)
+def test_scan_refuses_trust_anchors_without_a_certificate(
+    reference_model: Path, signed: Signed, tmp_path: Path, content: bytes, message: str
+) -> None:
+    """As the service does: not every file's credentials silently unreadable instead."""
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(content)
+    result = runner.invoke(app, ["scan", "--model", str(reference_model),
+                                 "--trust-anchors", str(anchors), str(signed.image)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "--trust-anchors" in result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_scan_expands_a_directory_to_its_images_and_its_videos(
+    reference_model: Path, signed: Signed, synthetic: SyntheticVideos, tmp_path: Path
+) -> None:
+    from tests.support.credentials import plain_image
+
+    uploads = tmp_path / "uploads"
+    (uploads / "stills").mkdir(parents=True)
+    (uploads / signed.image.name).symlink_to(signed.image)
+    plain_image(uploads / "stills" / "plain.PNG")
+    (uploads / synthetic.moving_face.name).symlink_to(synthetic.moving_face)
+    (uploads / "notes.txt").write_text("not media")
+    verdicts = scan_json("--model", str(reference_model), "--windows", "2", str(uploads))
+    assert {v.video_id: v.media for v in verdicts} == {
+        "astronaut-ai.jpg": "image",
+        "plain.PNG": "image",
+        "moving_face.mp4": "video",
+    }
+    by_name = {v.video_id: v for v in verdicts}
+    assert by_name["astronaut-ai.jpg"].outcome is Outcome.DECLARED_SYNTHETIC
+    for name in ("plain.PNG", "moving_face.mp4"):
+        credentials = by_name[name].provenance
+        assert credentials is not None and credentials.state is ProvenanceState.ABSENT, name
+    assert by_name["moving_face.mp4"].video is not None
+
+
+def test_media_paths_keeps_files_as_given_and_expands_directories_sorted(tmp_path: Path) -> None:
+    from consumer.cli.service import media_paths
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.mp4", "a.JPG", "sub/c.webp", "sub/d.mov", "notes.txt", "e.y4m"):
+        (folder / name).write_bytes(b"x")
+    given = tmp_path / "upload.bin"  # a file named on the command line is tried whatever it is
+    given.write_bytes(b"x")
+    assert media_paths([given, folder]) == [
+        given,
+        folder / "a.JPG",
+        folder / "b.mp4",
+        folder / "sub" / "c.webp",
+        folder / "sub" / "d.mov",
+    ]
+
+
+@pytest.mark.parametrize("content", [None, "no certificate\n"], ids=["missing", "no certificate"])
+def test_serve_refuses_a_bad_trust_anchor_file_as_invalid_settings(
+    tmp_path: Path, content: str | None
+) -> None:
+    """Before the model is loaded, and not reported as a model that cannot be loaded."""
+    anchors = tmp_path / "anchors.pem"
+    if content is not None:
+        anchors.write_text(content)
+    environment = {
+        "DEEPSCREEN_PROVENANCE__TRUST_ANCHORS": str(anchors),
+        "DEEPSCREEN_DETECTOR__MODEL_PATH": str(tmp_path / "no-model.pt"),  # never reached
+    }
+    result = runner.invoke(app, ["serve"], env=environment)
+    assert result.exit_code == 2, result.output
+    assert "invalid settings" in result.output and str(anchors) in result.output
+    assert "cannot load the model" not in result.output

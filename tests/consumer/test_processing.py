@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from consumer.broker import InMemoryEventSink, Message
 from consumer.cache import CacheKey, InMemoryVerdictCache
@@ -18,10 +19,34 @@ from consumer.media import FetchError, InMemoryFetcher
 from consumer.metrics import Metrics
 from consumer.processing import HandedBack, UploadProcessor
 from consumer.settings import KafkaSettings, RetrySettings, Settings
+from detector.credentials import StaticCredentialsReader
 from detector.pipeline import Detector
 from detector.scoring import InMemoryScorer
-from schemas import DeadLetter, DeepfakeFlag, Outcome, Reason, VerdictEvent
+from schemas import (
+    Action,
+    DeadLetter,
+    Declaration,
+    DeepfakeFlag,
+    Outcome,
+    ProvenanceReason,
+    ProvenanceState,
+    Reason,
+    ScreeningVerdict,
+    Signal,
+    VerdictEvent,
+)
+from schemas.cloudevents import FLAG_DATASCHEMA
 from tests.conftest import SyntheticVideos
+from tests.schemas.factories import (
+    MODEL,
+    absent_provenance,
+    declared_synthetic,
+    likely_real,
+    provenance,
+    unreadable,
+    unreadable_provenance,
+    verdict,
+)
 
 SETTINGS = Settings(
     kafka=KafkaSettings(verdicts_topic="verdicts", flags_topic="flags", dlq_topic="dlq"),
@@ -237,7 +262,7 @@ def test_a_bug_while_screening_is_dead_lettered_not_left_to_stall_the_partition(
     def broken(path: Path, **kwargs: Any) -> Any:
         raise ZeroDivisionError("oops")
 
-    harness.processor._screen = broken  # type: ignore[assignment]
+    harness.processor._screen = broken
     harness.processor.process(upload("v-1", "file:///m/face.mp4"))
     [letter] = harness.dead_letters()
     assert (letter.reason, letter.error_class) == ("processing_failed", "ZeroDivisionError")
@@ -323,3 +348,301 @@ def test_a_sha256_mismatch_is_final_at_once(harness: Harness) -> None:
     [letter] = harness.dead_letters()
     assert (letter.reason, letter.attempts) == ("sha256_mismatch", 1)
     assert harness.screened == []
+
+
+# --------------------------------------------------------------------------- content credentials
+#
+# A second signal beside the model: the upload's own content credentials (C2PA).
+# These tests screen with a scripted screen function (prepared verdicts by the
+# bytes fetched), so only the processor's part is specified: what is published,
+# counted, cached and logged.
+
+
+def media_bytes(name: str) -> bytes:
+    """The bytes behind `file:///m/NAME` (never decoded: the screen function is scripted)."""
+    return f"the bytes of {name}".encode()
+
+
+class Scripted:
+    """The processor over in-memory twins, with a screen function that returns prepared verdicts.
+
+    `answers` maps the fetched bytes to the verdict the detector would give them;
+    the verdict is re-addressed to the upload, as the detector would address it.
+    """
+
+    def __init__(
+        self,
+        media: dict[str, bytes],
+        answers: dict[bytes, ScreeningVerdict],
+        *,
+        policy: str = "",
+        cache: InMemoryVerdictCache | None = None,
+    ) -> None:
+        self.answers = answers
+        self.screened: list[str] = []
+        self.fetcher = InMemoryFetcher(media)
+        self.metrics = Metrics()
+        self.cache = cache or InMemoryVerdictCache(metrics=self.metrics)
+        self.sink = InMemoryEventSink()
+        self.processor = UploadProcessor(
+            SETTINGS,
+            screen=self._screen,
+            model_sha256=MODEL.sha256,
+            fetcher=self.fetcher,
+            cache=self.cache,
+            sink=self.sink,
+            metrics=self.metrics,
+            stopping=threading.Event(),
+            policy=policy,
+        )
+
+    def _screen(
+        self, path: Path, *, video_id: str, uri: str, content_sha256: str
+    ) -> ScreeningVerdict:
+        self.screened.append(video_id)
+        prepared = self.answers[path.read_bytes()]
+        return prepared.model_copy(
+            update={"video_id": video_id, "uri": uri, "content_sha256": content_sha256}
+        )
+
+    def verdicts(self) -> list[VerdictEvent]:
+        return [VerdictEvent.model_validate_json(e.value) for e in self.sink.on("verdicts")]
+
+    def flags(self) -> list[DeepfakeFlag]:
+        return [DeepfakeFlag.model_validate_json(e.value) for e in self.sink.on("flags")]
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
+
+
+def scripted(
+    *, policy: str = "", cache: InMemoryVerdictCache | None = None, **answers: ScreeningVerdict
+) -> Scripted:
+    """Uploads `file:///m/NAME` and `file:///m/NAME-again` (the same bytes) for each answer."""
+    media: dict[str, bytes] = {}
+    by_bytes: dict[bytes, ScreeningVerdict] = {}
+    for name, answer in answers.items():
+        media[f"file:///m/{name}"] = media[f"file:///m/{name}-again"] = media_bytes(name)
+        by_bytes[media_bytes(name)] = answer
+    return Scripted(media, by_bytes, policy=policy, cache=cache)
+
+
+def test_a_declared_synthetic_upload_gets_one_label_flag_carrying_its_credentials() -> None:
+    run = scripted(ai=declared_synthetic())
+    run.processor.process(upload("v-ai", "file:///m/ai"))
+    [sent] = run.sink.on("flags")
+    assert sent.key == b"v-ai"
+    [flag] = run.flags()
+    assert (flag.type, flag.dataschema) == ("deepscreen.flag.v1", FLAG_DATASCHEMA)
+    assert flag.subject == "v-ai"
+    data = flag.data
+    assert (data.outcome, data.reason) == (Outcome.DECLARED_SYNTHETIC, Reason.DECLARED_AI_GENERATED)
+    assert (data.action, data.action_signal) == (Action.LABEL, Signal.CONTENT_CREDENTIALS)
+    assert data.provenance is not None
+    assert (data.provenance.state, data.provenance.declaration) == (
+        ProvenanceState.VALID,
+        Declaration.AI_GENERATED,
+    )
+    # what a consumer downstream reads: the provenance section, and the model beside it
+    document = json.loads(sent.value)["data"]
+    assert document["action"] == "label" and document["action_signal"] == "content_credentials"
+    assert document["provenance"]["state"] == "valid"
+    assert document["provenance"]["declaration"] == "ai_generated"
+    assert [s["signal"] for s in document["signals"]] == ["content_credentials", "model"]
+    assert [e.data.video_id for e in run.verdicts()] == ["v-ai"]  # and its audit verdict
+
+
+def test_a_likely_real_upload_without_credentials_is_not_flagged() -> None:
+    run = scripted(real=likely_real(provenance=absent_provenance()))
+    run.processor.process(upload("v-real", "file:///m/real"))
+    assert run.flags() == []
+    [event] = run.verdicts()
+    assert event.data.provenance is not None
+    assert event.data.provenance.state is ProvenanceState.ABSENT
+    assert (event.data.action, event.data.action_signal) == (Action.NONE, None)
+    assert run.sample("deepscreen_flags_total", signal="content_credentials") is None
+    assert run.sample("deepscreen_flags_total", signal="model") is None
+
+
+def test_flags_are_counted_by_the_signal_that_set_the_action() -> None:
+    run = scripted(ai=declared_synthetic(), fake=verdict())  # fake: blocked by the model
+    run.processor.process(upload("v-ai", "file:///m/ai"))
+    run.processor.process(upload("v-ai-2", "file:///m/ai-again"))  # a cache hit, flagged too
+    run.processor.process(upload("v-fake", "file:///m/fake"))
+    assert [(f.data.video_id, f.data.action) for f in run.flags()] == [
+        ("v-ai", Action.LABEL),
+        ("v-ai-2", Action.LABEL),
+        ("v-fake", Action.BLOCK),
+    ]
+    assert run.sample("deepscreen_flags_total", signal="content_credentials") == 2
+    assert run.sample("deepscreen_flags_total", signal="model") == 1
+
+
+def test_credentials_are_counted_once_per_read_never_on_a_cache_hit() -> None:
+    run = scripted(ai=declared_synthetic(provenance=provenance(read_ms=250)))
+    run.processor.process(upload("v-1", "file:///m/ai"))
+    run.processor.process(upload("v-2", "file:///m/ai-again"))  # the same bytes: not read again
+    assert run.screened == ["v-1"]
+    assert [f.data.cache_hit for f in run.flags()] == [False, True]
+    assert run.sample("deepscreen_credentials_total", state="valid") == 1
+    assert run.sample("deepscreen_credentials_read_seconds_count") == 1
+    assert run.sample("deepscreen_credentials_read_seconds_sum") == pytest.approx(0.25)
+    assert run.sample("deepscreen_credentials_read_seconds_bucket", le="0.25") == 1
+    assert run.sample("deepscreen_credentials_read_seconds_bucket", le="0.1") == 0
+    assert run.sample("deepscreen_credentials_errors_total", reason="malformed_manifest") is None
+
+
+def test_credentials_that_cannot_be_read_are_counted_by_reason() -> None:
+    broken = unreadable_provenance(ProvenanceReason.MALFORMED)
+    plain = absent_provenance()
+    run = scripted(broken=likely_real(provenance=broken), plain=likely_real(provenance=plain))
+    run.processor.process(upload("v-1", "file:///m/broken"))
+    run.processor.process(upload("v-2", "file:///m/plain"))
+    assert run.sample("deepscreen_credentials_total", state="unreadable") == 1
+    assert run.sample("deepscreen_credentials_total", state="absent") == 1
+    assert run.sample("deepscreen_credentials_errors_total", reason="malformed_manifest") == 1
+    assert run.sample("deepscreen_credentials_read_seconds_count") == 2
+    assert run.flags() == []  # unreadable credentials alone ask for no action
+
+
+def test_a_verdict_without_credentials_read_counts_no_credentials() -> None:
+    """Reading disabled (`DEEPSCREEN_PROVENANCE__ENABLED=false`): the verdict has none."""
+    run = scripted(real=likely_real())
+    run.processor.process(upload("v-1", "file:///m/real"))
+    assert run.verdicts()[0].data.provenance is None
+    assert run.sample("deepscreen_credentials_read_seconds_count") == 0
+    for state in ProvenanceState:
+        assert run.sample("deepscreen_credentials_total", state=state.value) is None
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [
+        likely_real(provenance=unreadable_provenance(ProvenanceReason.READ_TIMEOUT)),
+        likely_real(provenance=unreadable_provenance(ProvenanceReason.READER_CRASHED)),
+        unreadable(reason=Reason.DECODE_TIMEOUT, provenance=absent_provenance()),
+        unreadable(reason=Reason.DECODER_CRASHED),
+    ],
+    ids=["read_timeout", "reader_crashed", "decode_timeout", "decoder_crashed"],
+)
+def test_a_verdict_of_a_moment_is_not_cached_so_the_same_bytes_are_screened_again(
+    transient: ScreeningVerdict,
+) -> None:
+    """A timeout or a crash says more about this replica than the bytes: the next try reads."""
+    run = scripted(media=transient)
+    run.processor.process(upload("v-1", "file:///m/media"))
+    run.processor.process(upload("v-2", "file:///m/media-again"))
+    assert run.screened == ["v-1", "v-2"]
+    assert [e.data.cache_hit for e in run.verdicts()] == [False, False]
+    assert run.sample("deepscreen_cache_hits_total") == 0
+
+
+@pytest.mark.parametrize(
+    "lasting",
+    [
+        declared_synthetic(),
+        likely_real(provenance=unreadable_provenance(ProvenanceReason.MALFORMED)),
+        likely_real(provenance=unreadable_provenance(ProvenanceReason.TOO_LARGE)),
+        unreadable(reason=Reason.CORRUPT_CONTAINER, provenance=absent_provenance()),
+    ],
+    ids=["declared_synthetic", "malformed_manifest", "manifest_too_large", "corrupt_container"],
+)
+def test_a_verdict_about_the_bytes_is_cached_so_the_same_bytes_are_not_screened_again(
+    lasting: ScreeningVerdict,
+) -> None:
+    run = scripted(media=lasting)
+    run.processor.process(upload("v-1", "file:///m/media"))
+    run.processor.process(upload("v-2", "file:///m/media-again"))
+    assert run.screened == ["v-1"]
+    assert [e.data.cache_hit for e in run.verdicts()] == [False, True]
+    assert run.verdicts()[1].data.provenance == lasting.provenance
+
+
+def test_processors_under_another_policy_do_not_share_cached_verdicts() -> None:
+    """After an operator changes an action or the trust list, nothing decided before is served."""
+    shared = InMemoryVerdictCache()
+    labelling = scripted(policy="labels-ai", cache=shared, ai=declared_synthetic())
+    reviewing = scripted(
+        policy="reviews-ai", cache=shared, ai=declared_synthetic(action=Action.REVIEW)
+    )
+    labelling.processor.process(upload("v-1", "file:///m/ai"))
+    reviewing.processor.process(upload("v-2", "file:///m/ai-again"))
+    assert (labelling.screened, reviewing.screened) == (["v-1"], ["v-2"])
+    assert reviewing.flags()[0].data.action is Action.REVIEW  # not the cached label
+    assert reviewing.flags()[0].data.cache_hit is False
+    # a replica under the same policy takes the entry
+    again = scripted(policy="labels-ai", cache=shared, ai=declared_synthetic())
+    again.processor.process(upload("v-3", "file:///m/ai-again"))
+    assert again.screened == []
+    assert (again.flags()[0].data.action, again.flags()[0].data.cache_hit) == (Action.LABEL, True)
+    content = hashlib.sha256(media_bytes("ai")).hexdigest()
+    assert shared.get(CacheKey(MODEL.sha256, content, policy="labels-ai")) is not None
+    assert shared.get(CacheKey(MODEL.sha256, content)) is None  # no policy: another key
+
+
+def test_the_screened_log_line_names_the_deciding_signal_the_media_and_the_credentials() -> None:
+    run = scripted(ai=declared_synthetic(), real=likely_real())
+    with capture_logs() as logs:
+        run.processor.process(upload("v-ai", "file:///m/ai"))
+        run.processor.process(upload("v-real", "file:///m/real"))
+    screened = [entry for entry in logs if entry["event"] == "screened"]
+    assert [entry["video_id"] for entry in screened] == ["v-ai", "v-real"]
+    ai, real = screened
+    assert ai["log_level"] == "info"
+    assert (ai["outcome"], ai["reason"], ai["action"]) == (
+        "declared_synthetic",
+        "declared_ai_generated",
+        "label",
+    )
+    assert (ai["action_signal"], ai["media"], ai["provenance"]) == (
+        "content_credentials",
+        "image",
+        "valid",
+    )
+    assert (real["action"], real["action_signal"], real["media"], real["provenance"]) == (
+        "none",
+        None,
+        "video",
+        None,
+    )
+
+
+def test_the_detector_labels_a_real_looking_face_its_credentials_declare_ai(
+    synthetic: SyntheticVideos,
+) -> None:
+    """End to end through the detector: the model's likely_real, the credentials' label."""
+    scorer = InMemoryScorer(rule=lambda clip: 0.05)
+    detector = Detector(scorer, credentials=StaticCredentialsReader(provenance()))
+    metrics = Metrics()
+    sink = InMemoryEventSink()
+    processor = UploadProcessor(
+        SETTINGS,
+        screen=detector.screen,
+        model_sha256=scorer.info.sha256,
+        fetcher=InMemoryFetcher({"file:///m/face.mp4": synthetic.moving_face.read_bytes()}),
+        cache=InMemoryVerdictCache(metrics=metrics),
+        sink=sink,
+        metrics=metrics,
+        stopping=threading.Event(),
+    )
+    try:
+        processor.process(upload("v-1", "file:///m/face.mp4"))
+    finally:
+        detector.close()
+    [flag] = [DeepfakeFlag.model_validate_json(e.value) for e in sink.on("flags")]
+    data = flag.data
+    assert (data.outcome, data.action, data.action_signal) == (
+        Outcome.DECLARED_SYNTHETIC,
+        Action.LABEL,
+        Signal.CONTENT_CREDENTIALS,
+    )
+    model = data.signal(Signal.MODEL)
+    assert model is not None and model.outcome is Outcome.LIKELY_REAL
+    assert data.score == pytest.approx(0.05) and data.timeline  # the model's evidence stays
+    assert data.provenance == provenance()
+    assert (
+        metrics.registry.get_sample_value(
+            "deepscreen_flags_total", {"signal": "content_credentials"}
+        )
+        == 1
+    )

@@ -8,8 +8,19 @@ import pytest
 from pydantic import ValidationError
 
 from consumer.media import FetchPolicy
-from consumer.settings import FaceSettings, Settings, load_settings
-from detector.config import PACKAGED_MODEL, DetectorConfig, FaceConfig
+from consumer.settings import FaceSettings, ProvenanceSettings, Settings, load_settings
+from consumer.signing import TestAuthority as Authority
+from detector.config import (
+    PACKAGED_MODEL,
+    ActionPolicy,
+    CredentialsConfig,
+    DetectorConfig,
+    FaceConfig,
+    ImageLimits,
+    MediaLimits,
+    SamplingConfig,
+)
+from schemas import Action
 from tests.support.timings import TIMING_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,6 +112,17 @@ def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         ("DEEPSCREEN_DETECTOR__FACES__NO_SUCH_SETTING", "1"),
         ("DEEPSCREEN_KAFKA__PRODUCER_ACK_TIMEOUT_S", "0"),
         ("DEEPSCREEN_REDIS__CLAIM_POLL_S", "0"),
+        ("DEEPSCREEN_PROVENANCE__DECLARED_AI_ACTION", "delete"),
+        ("DEEPSCREEN_PROVENANCE__DECLARED_COMPOSITE_ACTION", "LABEL"),
+        ("DEEPSCREEN_PROVENANCE__INVALID_ACTION", "flag"),
+        ("DEEPSCREEN_DETECTOR__REVIEW_ACTION", "moderate"),
+        ("DEEPSCREEN_DETECTOR__BLOCK_ACTION", "ban"),
+        ("DEEPSCREEN_PROVENANCE__READ_TIMEOUT_S", "0"),
+        ("DEEPSCREEN_PROVENANCE__MAX_MANIFEST_MB", "0"),
+        ("DEEPSCREEN_PROVENANCE__ENABLED", "maybe"),
+        ("DEEPSCREEN_PROVENANCE__NO_SUCH_SETTING", "1"),
+        ("DEEPSCREEN_DETECTOR__MAX_IMAGE_BYTES", "0"),
+        ("DEEPSCREEN_DETECTOR__MAX_IMAGE_PIXELS", "0"),
     ],
 )
 def test_unknown_or_out_of_range_settings_are_refused(
@@ -123,8 +145,32 @@ def test_settings_are_frozen() -> None:
 
 def test_default_settings_derive_the_default_detector_config_and_fetch_policy() -> None:
     settings = Settings()
-    assert settings.detector_config() == DetectorConfig()
+    config = settings.detector_config()
+    assert config == DetectorConfig()
+    # each section on its own, so a failure names the one that drifted
+    assert config.limits == MediaLimits()
+    assert config.sampling == SamplingConfig()
+    assert config.faces == FaceConfig()
+    assert config.images == ImageLimits()
+    assert config.credentials == CredentialsConfig()
+    assert config.actions == ActionPolicy()
+    assert config.policy_fingerprint() == DetectorConfig().policy_fingerprint()
     assert settings.media.fetch_policy() == FetchPolicy()
+
+
+def test_provenance_settings_mirror_the_credentials_config_and_the_action_policy() -> None:
+    """Every reader setting but the PEM (a file here) and every credentials action has one."""
+    reader = {f.name for f in fields(CredentialsConfig)} - {"trust_anchors_pem"}
+    settings = {n for n in ProvenanceSettings.model_fields if not n.endswith("_action")}
+    assert settings == reader | {"trust_anchors"}
+    assert ProvenanceSettings().credentials_config() == CredentialsConfig()
+    actions = {"declared_ai": "declared_ai_action",
+               "declared_composite": "declared_composite_action",
+               "invalid_credentials": "invalid_action"}  # fmt: skip
+    defaults = ProvenanceSettings()
+    for policy_field, setting in actions.items():
+        assert getattr(defaults, setting) is getattr(ActionPolicy(), policy_field), setting
+    assert {f.name for f in fields(ActionPolicy)} == {*actions, "model_review", "model_block"}
 
 
 def test_media_settings_become_the_fetch_policy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,6 +189,8 @@ ONCE = {
     "3840x2160 pixels": r"\b3840\s*\*\s*2160\b",
     "3 hours": r"\b3\s*\*\s*3600\.0\b",
     "3 hours of 60 fps frames": r"\b3\s*\*\s*3600\s*\*\s*60\b",
+    "64 MiB images": r"\b64\s*\*\s*1024\s*\*\*\s*2\b",
+    "50 megapixel images": r"\b50_?000_?000\b",
 }
 
 
@@ -220,3 +268,178 @@ def test_the_timing_variables_set_the_timings(monkeypatch: pytest.MonkeyPatch) -
     )
     assert (kafka.publish_backoff_initial_s, kafka.publish_backoff_max_s) == (0.1, 2.0)
     assert (kafka.flush_timeout_s, settings.redis.claim_poll_s) == (45.0, 0.5)
+
+
+# --------------------------------------------------------------------------- content credentials
+
+
+def test_the_provenance_and_image_variables_reach_the_detector_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "DEEPSCREEN_PROVENANCE__ENABLED": "false",
+        "DEEPSCREEN_PROVENANCE__READ_TIMEOUT_S": "2.5",
+        "DEEPSCREEN_PROVENANCE__MAX_MANIFEST_MB": "4",
+        "DEEPSCREEN_PROVENANCE__DECLARED_AI_ACTION": "review",
+        "DEEPSCREEN_PROVENANCE__DECLARED_COMPOSITE_ACTION": "none",
+        "DEEPSCREEN_PROVENANCE__INVALID_ACTION": "label",
+        "DEEPSCREEN_DETECTOR__REVIEW_ACTION": "label",
+        "DEEPSCREEN_DETECTOR__BLOCK_ACTION": "review",
+        "DEEPSCREEN_DETECTOR__MAX_IMAGE_BYTES": "1000000",
+        "DEEPSCREEN_DETECTOR__MAX_IMAGE_PIXELS": "4000000",
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = load_settings().detector_config()
+    assert config.credentials == CredentialsConfig(
+        enabled=False, trust_anchors_pem=None, read_timeout_s=2.5, max_manifest_mb=4
+    )
+    assert config.actions == ActionPolicy(
+        declared_ai=Action.REVIEW,
+        declared_composite=Action.NONE,
+        invalid_credentials=Action.LABEL,
+        model_review=Action.LABEL,
+        model_block=Action.REVIEW,
+    )
+    assert config.images == ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000)
+    assert (config.limits, config.faces) == (MediaLimits(), FaceConfig())
+
+
+def test_an_image_is_never_allowed_more_bytes_than_any_fetched_media(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEEPSCREEN_MEDIA__MAX_BYTES", "5000")
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__MAX_IMAGE_BYTES", "9000")
+    config = load_settings().detector_config()
+    assert (config.limits.max_bytes, config.images.max_bytes) == (5000, 5000)
+
+
+@pytest.fixture(scope="module")
+def root_pem() -> str:
+    return Authority.create().root_pem.decode("ascii")
+
+
+def test_the_trust_anchor_file_is_read_into_the_credentials_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, root_pem: str
+) -> None:
+    anchors = tmp_path / "trust" / "anchors.pem"
+    anchors.parent.mkdir()
+    anchors.write_text(root_pem + Authority.create().root_pem.decode("ascii"))
+    monkeypatch.setenv("DEEPSCREEN_PROVENANCE__TRUST_ANCHORS", str(anchors))
+    settings = load_settings()
+    assert settings.provenance.trust_anchors == anchors
+    pem = settings.detector_config().credentials.trust_anchors_pem
+    assert pem == anchors.read_text()
+    assert pem is not None and pem.count("-----BEGIN CERTIFICATE-----") == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("not a certificate\n", ValueError),
+        ("-----BEGIN PRIVATE KEY-----\nMC4CAQAw\n-----END PRIVATE KEY-----\n", ValueError),
+        (None, FileNotFoundError),  # no such file
+    ],
+    ids=["text", "a key, no certificate", "missing"],
+)
+def test_a_trust_anchor_file_without_a_certificate_fails_when_the_detector_is_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None, error: type[Exception]
+) -> None:
+    """At start-up, not later as every upload's credentials becoming unreadable."""
+    anchors = tmp_path / "anchors.pem"
+    if content is not None:
+        anchors.write_text(content)
+    monkeypatch.setenv("DEEPSCREEN_PROVENANCE__TRUST_ANCHORS", str(anchors))
+    settings = load_settings()  # a path is all the settings know
+    with pytest.raises(error, match=re.escape(str(anchors)) if content else None):
+        settings.detector_config()
+
+
+def test_a_binary_trust_anchor_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A DER certificate, say: not PEM text."""
+    anchors = tmp_path / "anchors.der"
+    anchors.write_bytes(b"\x30\x82\x01\x0a\xff\xfe")
+    monkeypatch.setenv("DEEPSCREEN_PROVENANCE__TRUST_ANCHORS", str(anchors))
+    with pytest.raises(ValueError, match=f"{re.escape(str(anchors))} is not PEM text"):
+        load_settings().detector_config()
+
+
+# The policy fingerprint is part of the verdict cache key: it must change with
+# what turns findings into actions, and only with that (or every other change of
+# settings would throw away the whole cache).
+
+_ACTION_CHANGES = {
+    "declared_ai": Action.REVIEW,
+    "declared_composite": Action.BLOCK,
+    "invalid_credentials": Action.REVIEW,
+    "model_review": Action.LABEL,
+    "model_block": Action.REVIEW,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ACTION_CHANGES))
+def test_the_policy_fingerprint_changes_with_every_action(name: str) -> None:
+    default = DetectorConfig()
+    changed = replace(default, actions=replace(default.actions, **{name: _ACTION_CHANGES[name]}))
+    assert changed.policy_fingerprint() != default.policy_fingerprint()
+
+
+def test_the_policy_fingerprint_changes_with_the_trust_list(root_pem: str) -> None:
+    def trusting(pem: str | None) -> str:
+        return DetectorConfig(
+            credentials=CredentialsConfig(trust_anchors_pem=pem)
+        ).policy_fingerprint()
+
+    other = Authority.create().root_pem.decode("ascii")
+    fingerprints = {trusting(None), trusting(root_pem), trusting(other), trusting(root_pem + other)}
+    assert len(fingerprints) == 4
+    assert trusting(root_pem) == trusting(root_pem)
+
+
+def test_the_policy_fingerprint_changes_when_credentials_are_no_longer_read() -> None:
+    """Without them no upload is labelled for its declaration: a cached label must not be served."""
+    default = DetectorConfig()
+    off = replace(default, credentials=CredentialsConfig(enabled=False))
+    assert off.policy_fingerprint() != default.policy_fingerprint()
+
+
+def test_the_policy_fingerprint_ignores_what_does_not_decide_an_action() -> None:
+    default = DetectorConfig()
+    for unrelated in (
+        replace(default, limits=MediaLimits(max_bytes=1000, decode_timeout_s=5.0)),
+        replace(default, sampling=SamplingConfig(windows=2)),
+        replace(default, faces=FaceConfig(min_confidence=0.9)),
+        replace(default, images=ImageLimits(max_bytes=1000, max_pixels=1000)),
+    ):
+        assert unrelated.policy_fingerprint() == default.policy_fingerprint(), unrelated
+    assert DetectorConfig().policy_fingerprint() == default.policy_fingerprint()  # stable
+
+
+def test_the_trust_list_counts_by_its_content_not_by_the_file_it_came_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, root_pem: str
+) -> None:
+    """Replicas mounting the same anchors at other paths share their cached verdicts."""
+    fingerprints = set()
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "anchors.pem").write_text(root_pem)
+        monkeypatch.setenv(
+            "DEEPSCREEN_PROVENANCE__TRUST_ANCHORS", str(tmp_path / where / "anchors.pem")
+        )
+        fingerprints.add(load_settings().detector_config().policy_fingerprint())
+    assert len(fingerprints) == 1
+    monkeypatch.delenv("DEEPSCREEN_PROVENANCE__TRUST_ANCHORS")
+    assert load_settings().detector_config().policy_fingerprint() not in fingerprints
+
+
+def test_settings_that_change_an_action_change_the_fingerprint_and_others_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = Settings().detector_config().policy_fingerprint()
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__WINDOWS", "2")
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__MAX_IMAGE_PIXELS", "1000")
+    monkeypatch.setenv("DEEPSCREEN_MEDIA__MAX_BYTES", "1000")
+    assert load_settings().detector_config().policy_fingerprint() == default
+    monkeypatch.setenv("DEEPSCREEN_PROVENANCE__DECLARED_AI_ACTION", "review")
+    assert load_settings().detector_config().policy_fingerprint() != default

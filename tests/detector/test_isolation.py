@@ -1,9 +1,13 @@
-"""Decoding in worker processes: a crash or a hang costs one video, never the service."""
+"""Decoding and credentials reading in worker processes: a crash or a hang costs one upload."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,13 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.config import DetectorConfig, MediaLimits
+from consumer.signing import TestAuthority as Authority
+from detector.config import CredentialsConfig, DetectorConfig, MediaLimits
+from detector.credentials import read_credentials
 from detector.extraction import Extraction
 from detector.faces import FaceDetector
 from detector.isolation import IsolatedExtractor, default_extract
 from detector.probe import Unreadable
 from schemas import Reason
+from schemas.provenance import Declaration, Provenance, ProvenanceReason, ProvenanceState
 from tests.conftest import SyntheticVideos
+from tests.support.credentials import astronaut_photo
+
+READ_TIMEOUT_S = 2.0
 
 
 def crashes_on_poison(
@@ -42,7 +52,11 @@ def renamed(video: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def extractor() -> Iterator[IsolatedExtractor]:
-    config = replace(DetectorConfig(), limits=MediaLimits(decode_timeout_s=3.0))
+    config = replace(
+        DetectorConfig(),
+        limits=MediaLimits(decode_timeout_s=3.0),
+        credentials=CredentialsConfig(read_timeout_s=READ_TIMEOUT_S),
+    )
     isolated = IsolatedExtractor(config, workers=2, memory_limit_mb=1024, extract=crashes_on_poison)
     yield isolated
     isolated.close()
@@ -97,3 +111,99 @@ def test_a_decoder_over_its_memory_cap_fails_that_video_only(
     assert refused.value.reason is Reason.DECODE_FAILED
     assert "memory" in refused.value.detail
     assert extractor.extract(synthetic.moving_face, clip_length=20, input_size=112).tracks == 1
+
+
+# --------------------------------------------------------------------------- content credentials
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The astronaut photo, signed as made by a generative model."""
+    root = tmp_path_factory.mktemp("credentials")
+    photo = astronaut_photo(root / "astronaut.jpg")
+    return Authority.create().sign(photo, root / "generated.jpg", "trainedAlgorithmicMedia")
+
+
+def without_timing(provenance: Provenance) -> dict[str, object]:
+    return provenance.model_dump(exclude={"read_ms"})
+
+
+def a_fifo(path: Path) -> Path:
+    """A named pipe: whoever opens it to read waits for a writer (a read that hangs)."""
+    os.mkfifo(path)
+    return path
+
+
+def worker_reading(fifo: Path, timeout_s: float = 20.0) -> int:
+    """The pid of the decoder worker that has `fifo` open."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(OSError):
+                fds = Path(f"/proc/{child.pid}/fd")
+                if any(fd.readlink() == fifo.resolve() for fd in fds.iterdir()):
+                    assert child.pid is not None
+                    return child.pid
+        time.sleep(0.05)
+    raise AssertionError(f"no worker opened {fifo}")
+
+
+def open_writer(fifo: Path, timeout_s: float = 20.0) -> int:
+    """The write end of `fifo`, once a reader has opened it (ENXIO until then)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            if error.errno != errno.ENXIO:
+                raise
+            time.sleep(0.02)
+    raise AssertionError(f"no reader opened {fifo}")
+
+
+def test_credentials_are_read_in_a_worker_process(
+    extractor: IsolatedExtractor, signed: Path
+) -> None:
+    provenance = extractor.read_credentials(signed)
+    assert provenance.state is ProvenanceState.VALID
+    assert provenance.declaration is Declaration.AI_GENERATED
+    in_process = read_credentials(signed, extractor.config.credentials, 1 << 30)
+    assert without_timing(provenance) == without_timing(in_process)
+
+
+def test_a_credentials_read_over_its_time_limit_is_killed_and_the_pool_goes_on(
+    extractor: IsolatedExtractor, signed: Path, synthetic: SyntheticVideos, tmp_path: Path
+) -> None:
+    hangs = a_fifo(tmp_path / "upload.jpg")  # opening it blocks: no writer ever comes
+    started = time.monotonic()
+    provenance = extractor.read_credentials(hangs)
+    elapsed = time.monotonic() - started
+    assert provenance.state is ProvenanceState.UNREADABLE
+    assert provenance.reason is ProvenanceReason.READ_TIMEOUT
+    assert provenance.reason_detail is not None and "killed" in provenance.reason_detail
+    assert READ_TIMEOUT_S <= elapsed < READ_TIMEOUT_S + 10
+    for _ in range(3):  # both workers still answer, both kinds of request
+        assert extractor.read_credentials(signed).state is ProvenanceState.VALID
+    assert extractor.extract(synthetic.moving_face, clip_length=20, input_size=112).tracks == 1
+
+
+def test_a_credentials_reader_that_dies_is_reader_crashed_and_the_pool_goes_on(
+    extractor: IsolatedExtractor, signed: Path, tmp_path: Path
+) -> None:
+    fifo = a_fifo(tmp_path / "upload.jpg")
+    answers: list[Provenance] = []
+    reading = threading.Thread(target=lambda: answers.append(extractor.read_credentials(fifo)))
+    reading.start()
+    writer = open_writer(fifo)  # the worker is now inside the read, waiting for bytes
+    try:
+        os.kill(worker_reading(fifo), signal.SIGKILL)  # as a native reader crash would
+        reading.join(timeout=30)
+    finally:
+        os.close(writer)
+    assert not reading.is_alive()
+    [provenance] = answers
+    assert provenance.state is ProvenanceState.UNREADABLE
+    assert provenance.reason is ProvenanceReason.READER_CRASHED
+    assert provenance.reason_detail is not None and "exit code -9" in provenance.reason_detail
+    for _ in range(3):
+        assert extractor.read_credentials(signed).state is ProvenanceState.VALID

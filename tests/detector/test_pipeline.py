@@ -1,7 +1,9 @@
-"""The detector end to end on synthetic videos, with the in-memory scorer.
+"""The detector end to end on synthetic videos and stills, with the in-memory scorer.
 
-These pin outcomes, reason codes, timeline boundaries and track counts; the
-real model is exercised in test_artifact.py and test_shared_clips.py.
+These pin outcomes, reason codes, timeline boundaries and track counts, and
+how an upload's content credentials (C2PA) and the model combine into one
+verdict; the real model is exercised in test_artifact.py and
+test_shared_clips.py (and here once, on a declared-AI still).
 """
 
 from __future__ import annotations
@@ -13,12 +15,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.config import DetectorConfig, MediaLimits
-from detector.pipeline import Detector
+from consumer.signing import TestAuthority as Authority
+from detector.arrays import Clips
+from detector.artifact import load
+from detector.config import (
+    ActionPolicy,
+    CredentialsConfig,
+    DetectorConfig,
+    ImageLimits,
+    MediaLimits,
+)
+from detector.credentials import StaticCredentialsReader
+from detector.pipeline import Detector, build_detector
 from detector.scoring import InMemoryScorer
 from schemas import Action, Outcome, Reason
+from schemas.provenance import Declaration, ProvenanceReason, ProvenanceState
+from schemas.verdict import SCORED_OUTCOMES, ImageProperties, ScreeningVerdict, Signal
 from tests.conftest import SyntheticVideos
 from tests.support import videos
+from tests.support.credentials import (
+    astronaut_photo,
+    garbage_manifest,
+    reencoded_copy,
+    tampered_copy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +96,7 @@ def test_a_single_fake_face_among_two_flags_the_video(tmp_path: Path) -> None:
         frames.append(frame)
     video = videos.write_video(tmp_path / "one_real_one_fake.mp4", frames)
 
-    def blue_faces_are_fake(clip: np.ndarray) -> float:
+    def blue_faces_are_fake(clip: Clips) -> float:
         centre = clip[:, 40:72, 40:72].astype(np.float64)
         return 0.97 if centre[..., 2].mean() > centre[..., 0].mean() else 0.05
 
@@ -150,3 +170,235 @@ def test_the_verdict_names_the_model_its_thresholds_and_the_content_hash(
     assert verdict.model == detector.scorer.info
     assert verdict.thresholds == detector.scorer.metadata.thresholds
     assert verdict.processing_ms > 0
+
+
+# --------------------------------------------------------------------------- content credentials
+
+# MediaPipe finds the astronaut's face at x=174..278, y=68..172 of the 512 x 512 photo.
+FACE_CENTRE = (226 / 512, 120 / 512)
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return Authority.create(signer_name="Example Generator", organisation="Example AI Inc.")
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The astronaut photo as an unsigned JPEG."""
+    return astronaut_photo(tmp_path_factory.mktemp("stills") / "astronaut.jpg")
+
+
+@pytest.fixture(scope="module")
+def by_pixels() -> Iterator[Detector]:
+    """Scores a clip by its mean brightness: the same pixels, the same score."""
+    screening = Detector(InMemoryScorer())
+    yield screening
+    screening.close()
+
+
+def model_of(verdict: ScreeningVerdict) -> tuple[Outcome | None, Reason | None, Action]:
+    result = verdict.signal(Signal.MODEL)
+    assert result is not None
+    return result.outcome, result.reason, result.action
+
+
+def test_a_still_declared_ai_generated_is_labelled_and_the_model_still_scores_it(
+    reference_model: Path, authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
+    # The untrained reference model scores near 0.5; its review action is switched off
+    # so that the declaration, not the model's coin toss, sets the action here.
+    config = DetectorConfig(actions=ActionPolicy(model_review=Action.NONE))
+    screening = build_detector(load(reference_model, "cpu"), config, batch_wait_s=0.0)
+    try:
+        verdict = screening.screen(signed)
+    finally:
+        screening.close()
+
+    assert verdict.media == "image" and verdict.video is None
+    assert verdict.image == ImageProperties(
+        format="JPEG", width=512, height=512, size_bytes=signed.stat().st_size
+    )
+    assert (verdict.outcome, verdict.reason, verdict.action) == (
+        Outcome.DECLARED_SYNTHETIC,
+        Reason.DECLARED_AI_GENERATED,
+        Action.LABEL,
+    )
+    assert verdict.action_signal is Signal.CONTENT_CREDENTIALS
+    assert [s.signal for s in verdict.signals] == [Signal.CONTENT_CREDENTIALS, Signal.MODEL]
+    assert verdict.provenance is not None
+    assert verdict.reason_detail == verdict.provenance.summary
+    assert "AI-generated" in verdict.reason_detail
+    assert verdict.provenance.state is ProvenanceState.VALID
+    assert verdict.provenance.declaration is Declaration.AI_GENERATED
+    assert verdict.provenance.signer is not None
+    assert verdict.provenance.signer.common_name == "Example Generator"
+
+    # the model's evidence is reported all the same
+    assert verdict.model.name == "deepscreen-reference-untrained"
+    model_outcome, _, _ = model_of(verdict)
+    assert model_outcome in SCORED_OUTCOMES
+    assert verdict.score is not None and 0.0 <= verdict.score <= 1.0
+    assert (verdict.faces_tracked, verdict.frames_analyzed) == (1, 1)
+    [clip] = verdict.timeline
+    assert (clip.start_frame, clip.end_frame, clip.start_s, clip.end_s) == (0, 1, 0.0, 0.0)
+    assert clip.score == verdict.score
+    assert clip.box.x < FACE_CENTRE[0] < clip.box.x + clip.box.width
+    assert clip.box.y < FACE_CENTRE[1] < clip.box.y + clip.box.height
+
+
+def test_a_declaration_never_softens_a_model_that_blocks(
+    authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
+    screening = Detector(InMemoryScorer(rule=lambda clip: 0.97))
+    verdict = screening.screen(signed)
+    screening.close()
+    assert (verdict.outcome, verdict.action, verdict.action_signal) == (
+        Outcome.SUSPECTED_DEEPFAKE,
+        Action.BLOCK,
+        Signal.MODEL,
+    )
+    declared = verdict.signal(Signal.CONTENT_CREDENTIALS)
+    assert declared is not None
+    assert (declared.outcome, declared.action) == (Outcome.DECLARED_SYNTHETIC, Action.LABEL)
+
+
+def test_a_video_declared_an_ai_composite_is_labelled_as_one(
+    detector: Detector, authority: Authority, synthetic: SyntheticVideos, tmp_path: Path
+) -> None:
+    signed = authority.sign(
+        synthetic.moving_face, tmp_path / "composite.mp4", "compositeWithTrainedAlgorithmicMedia"
+    )
+    verdict = detector.screen(signed)
+    assert verdict.media == "video" and verdict.image is None and verdict.video is not None
+    assert (verdict.outcome, verdict.reason, verdict.action, verdict.action_signal) == (
+        Outcome.DECLARED_SYNTHETIC,
+        Reason.DECLARED_AI_COMPOSITE,
+        Action.LABEL,
+        Signal.CONTENT_CREDENTIALS,
+    )
+    assert verdict.provenance is not None
+    assert verdict.provenance.declaration is Declaration.AI_COMPOSITE
+    assert model_of(verdict) == (Outcome.LIKELY_REAL, None, Action.NONE)
+    assert verdict.score == pytest.approx(0.1)
+    assert [(c.start_frame, c.end_frame) for c in verdict.timeline] == [(0, 20), (20, 40), (40, 60)]
+
+
+def test_credentials_declaring_a_camera_capture_are_recorded_and_change_nothing(
+    detector: Detector, authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "camera.jpg", "digitalCapture")
+    verdict = detector.screen(signed)
+    assert (verdict.outcome, verdict.action, verdict.action_signal) == (
+        Outcome.LIKELY_REAL,
+        Action.NONE,
+        None,
+    )
+    assert verdict.provenance is not None
+    assert verdict.provenance.state is ProvenanceState.VALID
+    assert verdict.provenance.declaration is Declaration.NOT_AI
+    credentials = verdict.signal(Signal.CONTENT_CREDENTIALS)
+    assert credentials is not None
+    assert (credentials.outcome, credentials.action) == (None, Action.NONE)
+    assert credentials.summary == verdict.provenance.summary
+
+
+def test_a_declared_ai_still_changed_after_signing_is_invalid_and_not_labelled(
+    detector: Detector, authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
+    tampered = tampered_copy(signed, tmp_path / "tampered.jpg")
+    verdict = detector.screen(tampered)
+    assert verdict.provenance is not None
+    assert verdict.provenance.state is ProvenanceState.INVALID
+    assert "assertion.dataHash.mismatch" in verdict.provenance.failure_codes
+    assert (verdict.outcome, verdict.action, verdict.action_signal) == (
+        Outcome.LIKELY_REAL,
+        Action.NONE,
+        None,
+    )  # an invalid manifest declares nothing, and by default asks for nothing
+
+    strict = Detector(
+        InMemoryScorer(rule=lambda clip: 0.1),
+        DetectorConfig(actions=ActionPolicy(invalid_credentials=Action.REVIEW)),
+    )
+    reviewed = strict.screen(tampered)
+    strict.close()
+    assert (reviewed.outcome, reviewed.reason, reviewed.action, reviewed.action_signal) == (
+        Outcome.CREDENTIALS_INVALID,
+        Reason.INVALID_CONTENT_CREDENTIALS,
+        Action.REVIEW,
+        Signal.CONTENT_CREDENTIALS,
+    )
+    assert reviewed.score == pytest.approx(0.1)  # the model's finding is kept
+
+
+def test_a_garbage_manifest_is_unreadable_and_the_model_verdict_is_unchanged(
+    by_pixels: Detector, photo: Path, tmp_path: Path
+) -> None:
+    hostile = garbage_manifest(photo, tmp_path / "garbage.jpg")
+    plain = by_pixels.screen(photo)
+    verdict = by_pixels.screen(hostile)
+    assert verdict.provenance is not None
+    assert verdict.provenance.present
+    assert verdict.provenance.state is ProvenanceState.UNREADABLE
+    assert verdict.provenance.reason is ProvenanceReason.MALFORMED
+    assert (verdict.outcome, verdict.reason, verdict.action, verdict.score) == (
+        plain.outcome,
+        plain.reason,
+        plain.action,
+        plain.score,
+    )
+    assert plain.outcome in SCORED_OUTCOMES
+    assert [c.box for c in verdict.timeline] == [c.box for c in plain.timeline]
+
+
+def test_a_reencoded_copy_has_lost_its_credentials(
+    detector: Detector, authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
+    copy = reencoded_copy(signed, tmp_path / "reupload.jpg")
+    verdict = detector.screen(copy)
+    assert verdict.provenance is not None
+    assert verdict.provenance.state is ProvenanceState.ABSENT
+    assert not verdict.provenance.present
+    assert (verdict.outcome, verdict.action) == (Outcome.LIKELY_REAL, Action.NONE)
+    assert verdict.media == "image" and verdict.faces_tracked == 1
+
+
+def test_credentials_decide_even_when_the_model_refuses_the_pixels(
+    authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
+    config = DetectorConfig(images=ImageLimits(max_pixels=100_000))
+    screening = Detector(InMemoryScorer(), config)
+    verdict = screening.screen(signed)
+    screening.close()
+    assert model_of(verdict) == (Outcome.UNREADABLE, Reason.RESOLUTION_TOO_LARGE, Action.NONE)
+    assert (verdict.outcome, verdict.action) == (Outcome.DECLARED_SYNTHETIC, Action.LABEL)
+    assert verdict.media == "image" and verdict.image is None and verdict.video is None
+    assert verdict.score is None and verdict.timeline == []
+
+
+def test_with_credentials_disabled_only_the_model_speaks(
+    authority: Authority, photo: Path, tmp_path: Path
+) -> None:
+    signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
+    reader = StaticCredentialsReader()
+    screening = Detector(
+        InMemoryScorer(rule=lambda clip: 0.1),
+        DetectorConfig(credentials=CredentialsConfig(enabled=False)),
+        credentials=reader,
+    )
+    verdict = screening.screen(signed)
+    screening.close()
+    assert reader.read == []  # not even read
+    assert verdict.provenance is None
+    assert [s.signal for s in verdict.signals] == [Signal.MODEL]
+    assert (verdict.outcome, verdict.action, verdict.action_signal) == (
+        Outcome.LIKELY_REAL,
+        Action.NONE,
+        None,
+    )

@@ -44,6 +44,7 @@ from tests.support.videos import Frame, astronaut_face, write_video
 
 __all__ = [
     "C2PA_STORE_UUID",
+    "astronaut_photo",
     "compressed_manifest",
     "corrupted_store",
     "garbage_manifest",
@@ -74,6 +75,21 @@ def plain_image(path: Path) -> Path:
     """The face as a still in the format of `path`'s suffix (.jpg, .png, .webp), no manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(_face(), cv2.COLOR_RGB2BGR)):
+        raise RuntimeError(f"OpenCV could not write {path}")
+    return path
+
+
+def astronaut_photo(path: Path) -> Path:
+    """The whole 512 x 512 astronaut photo, no manifest, in the format of `path`'s suffix.
+
+    Unlike `plain_image`, the face sits in a real scene at a size MediaPipe finds
+    (x=174..278, y=68..172): the still to screen end to end.
+    """
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo = np.asarray(data.astronaut(), dtype=np.uint8)  # type: ignore[no-untyped-call]
+    if not cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)):
         raise RuntimeError(f"OpenCV could not write {path}")
     return path
 
