@@ -36,17 +36,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def machine(device: str) -> dict[str, Any]:
-    """The machine a figure was measured on: CPU, cores, Python, torch and the device used."""
-    import torch
-
-    info: dict[str, Any] = {
+def host() -> dict[str, Any]:
+    """The machine a figure was measured on: platform, CPU, cores, Python."""
+    return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": platform.python_version(),
+    }
+
+
+def machine(device: str) -> dict[str, Any]:
+    """`host()`, and torch and the device used."""
+    import torch
+
+    info: dict[str, Any] = {
+        **host(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,

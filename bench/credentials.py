@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -29,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._common import REPO_ROOT, CpuMeter, cpu_line, cpu_name, publish_report, quiet, table
+from bench._common import REPO_ROOT, CpuMeter, cpu_line, host, publish_report, quiet, table
 
 DEFAULT_DATA = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
 MIB = 1024**2
@@ -105,12 +103,7 @@ def machine() -> dict[str, Any]:
     import c2pa
 
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
+        **host(),
         "c2pa_python": c2pa.__version__,
         "c2pa_rs": c2pa.sdk_version(),
     }
