@@ -164,6 +164,7 @@ class FaceSettings(_Section):
     min_face_px: int = Field(default=FaceConfig.min_face_px, ge=1)
     crop_scale: float = Field(default=FaceConfig.crop_scale, ge=1)
     window_link_iou: float = Field(default=FaceConfig.window_link_iou, gt=0, le=1)
+    detect_every: int = Field(default=FaceConfig.detect_every, ge=1, le=20)
 
     def face_config(self) -> FaceConfig:
         return FaceConfig(**self.model_dump())

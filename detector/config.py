@@ -55,6 +55,9 @@ class FaceConfig:
     min_face_px: int = 24  # faces smaller than this (short side, in the frame) are ignored
     crop_scale: float = 1.3  # square crop side = scale * max(face width, face height)
     window_link_iou: float = 0.2  # tracks of different windows with IoU >= this are one face
+    # MediaPipe runs on every k-th frame of a window (and its last); boxes between are
+    # interpolated along the track. 1 = every frame.
+    detect_every: int = 1
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 from detector.arrays import Boxes, Clips, Frame
 from detector.clips import cut_clip, square_crops
 from detector.config import DetectorConfig
-from detector.faces import FaceDetector
+from detector.faces import Detection, FaceDetector
 from detector.probe import Unreadable, open_capture, probe
 from detector.sampling import plan_windows
 from detector.tracking import TrackRegistry, link_window
@@ -38,6 +38,7 @@ class FaceClip:
     track_id: int
     box: tuple[float, float, float, float]  # mean face box x, y, w, h normalised to the frame
     coverage: float
+    crops: Boxes | None = None  # (T, 4) the square crop of each frame, x0, y0, x1, y1 pixels
 
 
 @dataclass
@@ -119,9 +120,9 @@ def extract_face_clips(
                 break
 
             tick = time.monotonic()
-            detections = [faces.detect(frame) for frame in frames]
+            detections = detect_strided(faces, frames, config.faces.detect_every)
             frames_analyzed += len(frames)
-            faces_detected += sum(len(found) for found in detections)
+            faces_detected += sum(len(found) for found in detections if found)
             tracks = link_window(detections, config.faces)
             for track, track_id in zip(tracks, registry.assign(tracks), strict=True):
                 crops = square_crops(track.boxes, config.faces.crop_scale)
@@ -133,6 +134,7 @@ def extract_face_clips(
                         track_id=track_id,
                         box=normalised_box(track.mean_box(), info.width, info.height),
                         coverage=track.coverage,
+                        crops=crops,
                     )
                 )
             times.faces_s += time.monotonic() - tick
@@ -155,6 +157,17 @@ def extract_face_clips(
         warnings=warnings,
         times=times,
     )
+
+
+def detect_strided(
+    faces: FaceDetector, frames: list[Frame], every: int
+) -> list[list[Detection] | None]:
+    """Detections on every `every`-th frame and the last (None on the frames skipped)."""
+    last = len(frames) - 1
+    return [
+        faces.detect(frame) if t % every == 0 or t == last else None
+        for t, frame in enumerate(frames)
+    ]
 
 
 def _check_deadline(deadline: float, limit_s: float) -> None:

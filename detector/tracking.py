@@ -1,5 +1,9 @@
 """Link per-frame face detections into tracks: within a window, then across windows.
 
+Detection may run on only some frames of a window (`FaceConfig.detect_every`):
+a frame it did not look at is `None`, not "no face", and a track's coverage
+is the share of the looked-at frames it was detected in.
+
 Within a window of consecutive frames, a detection joins the active track whose
 last box overlaps it most (IoU >= `link_iou`, greedy, best pair first); a
 detection that joins none starts a new track. A track that goes undetected for
@@ -37,10 +41,13 @@ class WindowTrack:
 
     boxes: Boxes
     detected: Mask  # (T,) bool: detected in that frame, else interpolated
+    looked: Mask | None = None  # (T,) bool: detection ran on that frame; None: on every one
 
     @property
     def coverage(self) -> float:
-        return float(self.detected.mean())
+        if self.looked is None:
+            return float(self.detected.mean())
+        return float(self.detected.sum() / max(1, int(self.looked.sum())))
 
     def mean_box(self) -> Boxes:
         return np.asarray(self.boxes[self.detected].mean(axis=0))
@@ -85,15 +92,26 @@ def greedy_match(known: Sequence[Boxes], new: Sequence[Boxes], min_iou: float) -
     return matched
 
 
-def link_window(detections: Sequence[Sequence[Detection]], config: FaceConfig) -> list[WindowTrack]:
-    """Tracks through one window, given the detections of each of its frames."""
+def link_window(
+    detections: Sequence[Sequence[Detection] | None], config: FaceConfig
+) -> list[WindowTrack]:
+    """Tracks through one window, given the detections of each of its frames.
+
+    `None` marks a frame detection did not run on; gaps are counted in frames
+    looked at, so a stride of k does not end a track that is found every time.
+    """
     length = len(detections)
+    looked = np.array([found is not None for found in detections], dtype=bool)
+    looked_before = np.cumsum(looked)  # looked-at frames up to and including t
     open_tracks: list[_Open] = []
     closed: list[_Open] = []
     for t, frame_detections in enumerate(detections):
+        if frame_detections is None:
+            continue
         still_open: list[_Open] = []
         for track in open_tracks:
-            (still_open if t - track.frames[-1] <= config.max_gap + 1 else closed).append(track)
+            missed = looked_before[t] - looked_before[track.frames[-1]] - 1
+            (still_open if missed <= config.max_gap else closed).append(track)
         open_tracks = still_open
         boxes = [np.array([d.x0, d.y0, d.x1, d.y1]) for d in frame_detections]
         matched = greedy_match([track.boxes[-1] for track in open_tracks], boxes, config.link_iou)
@@ -104,15 +122,16 @@ def link_window(detections: Sequence[Sequence[Detection]], config: FaceConfig) -
             else:
                 open_tracks.append(_Open([t], [box]))
     kept = []
+    every = bool(looked.all())
     for track in closed + open_tracks:
-        filled = _fill(track, length)
+        filled = _fill(track, length, None if every else looked)
         if filled.coverage >= config.min_coverage:
             kept.append(filled)
     kept.sort(key=lambda track: float(track.mean_box()[0]))
     return kept
 
 
-def _fill(track: _Open, length: int) -> WindowTrack:
+def _fill(track: _Open, length: int, looked: Mask | None) -> WindowTrack:
     known = np.asarray(track.frames, dtype=np.float64)
     stacked = np.stack(track.boxes)
     everywhere = np.arange(length, dtype=np.float64)
@@ -121,7 +140,7 @@ def _fill(track: _Open, length: int) -> WindowTrack:
     )  # np.interp holds the end values outside the detected range
     detected = np.zeros(length, dtype=bool)
     detected[track.frames] = True
-    return WindowTrack(boxes=boxes, detected=detected)
+    return WindowTrack(boxes=boxes, detected=detected, looked=looked)
 
 
 class TrackRegistry:

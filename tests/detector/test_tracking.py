@@ -82,3 +82,31 @@ def test_greedy_matching_takes_the_best_overlap_first_and_each_box_once() -> Non
     assert greedy_match(known, [np.array([21.0, 0, 31, 10])], min_iou=0.3) == {0: 1}
     assert greedy_match(known, new, min_iou=1.01) == {}
     assert greedy_match([], new, min_iou=0.0) == {}
+
+
+def test_frames_detection_skipped_are_interpolated_and_do_not_lower_coverage() -> None:
+    # detection on every 3rd frame and the last, as `FaceConfig.detect_every=3` runs it
+    frames: list[list[Detection] | None] = [
+        [face(10 + 2 * t)] if t % 3 == 0 or t == 19 else None for t in range(20)
+    ]
+    [track] = link_window(frames, CONFIG)
+    assert track.coverage == 1.0  # found every time it was looked for
+    assert int(track.detected.sum()) == 8
+    np.testing.assert_allclose(track.boxes[:, 0], [10 + 2 * t for t in range(20)])
+
+
+def test_a_frame_looked_at_without_a_face_still_counts_against_coverage() -> None:
+    frames: list[list[Detection] | None] = [
+        ([face(10)] if t in (0, 9, 18) else []) if t % 3 == 0 else None for t in range(20)
+    ]
+    # looked at 7 frames (0, 3, ..., 18), found in 3: coverage 3/7 < min_coverage 0.5
+    assert link_window(frames, CONFIG) == []
+
+
+def test_the_gap_that_ends_a_track_is_counted_in_frames_looked_at() -> None:
+    every_third = [[face(10)] if t in (0, 18) else ([] if t % 3 == 0 else None) for t in range(19)]
+    # 5 looked-at frames without the face between t=0 and t=18 (3, 6, 9, 12, 15): max_gap=5 holds
+    tracks = link_window(every_third, FaceConfig(link_iou=0.3, max_gap=5, min_coverage=0.0))
+    assert len(tracks) == 1
+    tracks = link_window(every_third, FaceConfig(link_iou=0.3, max_gap=4, min_coverage=0.0))
+    assert len(tracks) == 2
