@@ -56,8 +56,8 @@ class FaceConfig:
     crop_scale: float = 1.3  # square crop side = scale * max(face width, face height)
     window_link_iou: float = 0.2  # tracks of different windows with IoU >= this are one face
     # MediaPipe runs on every k-th frame of a window (and its last); boxes between are
-    # interpolated along the track. 1 = every frame.
-    detect_every: int = 1
+    # interpolated along the track. 1 = every frame. 3: the figures are in bench/README.md.
+    detect_every: int = 3
 
 
 @dataclass(frozen=True)
