@@ -22,8 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from detector.sniff import sniff
 from detector.source_types import IPTC_DECLARATIONS
-
-IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+from schemas.provenance import IPTC_SOURCE_TYPE_PREFIX
 
 
 @dataclass(frozen=True)
@@ -48,15 +47,7 @@ class TestAuthority:
         root_key = ec.generate_private_key(ec.SECP256R1())
         root_name = _name(f"{organisation} root", organisation)
         root = (
-            x509.CertificateBuilder()
-            .subject_name(root_name)
-            .issuer_name(root_name)
-            .public_key(root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(sign_certificates=True), critical=True)
+            _certificate(root_name, root_name, root_key, now, authority=True)
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False
             )
@@ -64,15 +55,7 @@ class TestAuthority:
         )
         key = ec.generate_private_key(ec.SECP256R1())
         leaf = (
-            x509.CertificateBuilder()
-            .subject_name(_name(signer_name, organisation))
-            .issuer_name(root_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(sign_certificates=False), critical=True)
+            _certificate(_name(signer_name, organisation), root_name, key, now, authority=False)
             # C2PA requires an EKU for signers; email protection is one it accepts
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
@@ -138,19 +121,20 @@ class TestAuthority:
             actions[0]["parameters"] = {"ingredientIds": ["parent"]}
             actions.append({"action": "c2pa.edited", "digitalSourceType": declared})
             builder = c2pa.Builder(json.dumps(manifest))
-            with parent.open("rb") as stream:
-                builder.add_ingredient(
-                    json.dumps(
-                        {"title": parent.name, "relationship": "parentOf", "label": "parent"}
-                    ),
-                    mime,
-                    stream,
-                )
-            parent_bytes = parent
+            try:
+                with parent.open("rb") as stream:
+                    builder.add_ingredient(
+                        json.dumps(
+                            {"title": parent.name, "relationship": "parentOf", "label": "parent"}
+                        ),
+                        mime,
+                        stream,
+                    )
+            finally:
+                parent.unlink(missing_ok=True)  # the builder holds what it needs of it
         else:
             manifest = _manifest(generator, "c2pa.created", declared, destination.name)
             builder = c2pa.Builder(json.dumps(manifest))
-            parent_bytes = None
         if remote_url:
             builder.set_no_embed()
             builder.set_remote_url(remote_url)
@@ -160,8 +144,6 @@ class TestAuthority:
         with source.open("rb") as src, destination.open("w+b") as dst:
             builder.sign(signer, mime, src, dst)
         builder.close()
-        if parent_bytes is not None:
-            parent_bytes.unlink(missing_ok=True)
         return destination
 
 
@@ -170,7 +152,7 @@ def _uri(source_type: str) -> str:
         return source_type
     if source_type not in IPTC_DECLARATIONS:
         raise ValueError(f"{source_type!r} is not an IPTC digital source type term")
-    return IPTC + source_type
+    return IPTC_SOURCE_TYPE_PREFIX + source_type
 
 
 def _manifest(
@@ -184,6 +166,28 @@ def _manifest(
         "title": title,
         "assertions": [{"label": "c2pa.actions", "data": {"actions": [entry]}}],
     }
+
+
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    now: datetime.datetime,
+    *,
+    authority: bool,
+) -> x509.CertificateBuilder:
+    """What the root and the leaf share: names, key, a validity from yesterday for 30 days."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=authority, path_length=None), critical=True)
+        .add_extension(_key_usage(sign_certificates=authority), critical=True)
+    )
 
 
 def _name(common_name: str, organisation: str) -> x509.Name:

@@ -72,11 +72,7 @@ def probe_image(path: Path, limits: ImageLimits) -> ImageProbe:
         ) from error
     if width <= 0 or height <= 0:
         raise Unreadable(Reason.CORRUPT_CONTAINER, f"the image declares {width}x{height} pixels")
-    if width * height > limits.max_pixels:
-        raise Unreadable(
-            Reason.RESOLUTION_TOO_LARGE,
-            f"{width}x{height} = {width * height} pixels > {limits.max_pixels}",
-        )
+    _refuse_over_pixels(width, height, limits)
     if transposed:
         width, height = height, width
     return ImageProbe(image_format, width, height, size, frames)
@@ -86,12 +82,7 @@ def decode_image(path: Path, limits: ImageLimits) -> Frame:
     """The first frame of `path` as RGB uint8 (H, W, 3), EXIF orientation applied."""
     try:
         with Image.open(path) as image:
-            width, height = image.size  # the header again: never decode past the limit
-            if width * height > limits.max_pixels:
-                raise Unreadable(
-                    Reason.RESOLUTION_TOO_LARGE,
-                    f"{width}x{height} = {width * height} pixels > {limits.max_pixels}",
-                )
+            _refuse_over_pixels(*image.size, limits)  # the header again: never decode past it
             image.seek(0)
             upright = ImageOps.exif_transpose(image)
             if upright.mode.startswith("I;16"):  # 16-bit grey: `convert` would clip it at 255
@@ -149,6 +140,14 @@ def extract_image_clips(
         warnings=notes if info.frames > 1 else [],
         times=times,
     )
+
+
+def _refuse_over_pixels(width: int, height: int, limits: ImageLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise Unreadable(
+            Reason.RESOLUTION_TOO_LARGE,
+            f"{width}x{height} = {width * height} pixels > {limits.max_pixels}",
+        )
 
 
 def _exif_transposes(image: object) -> bool:

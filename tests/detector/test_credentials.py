@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from consumer.signing import IPTC
 from consumer.signing import TestAuthority as Authority
 from detector import credentials
 from detector.config import CredentialsConfig
@@ -21,6 +20,7 @@ from detector.credentials import (
     read_credentials,
     reader_settings,
 )
+from schemas.provenance import IPTC_SOURCE_TYPE_PREFIX as IPTC
 from schemas.provenance import (
     ClaimGenerator,
     Declaration,

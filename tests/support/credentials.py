@@ -38,8 +38,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from consumer.signing import IPTC, TestAuthority
+from consumer.signing import TestAuthority
 from detector.sniff import sniff
+from schemas.provenance import IPTC_SOURCE_TYPE_PREFIX as IPTC
 from tests.support.videos import Frame, astronaut_face, write_video
 
 __all__ = [
