@@ -133,16 +133,19 @@ def run_demo(
 
 def _still_of(video: Path, destination: Path) -> Path | None:
     """A JPEG of a frame from the middle of `video` (an image upload), or None."""
-    import cv2
+    from PIL import Image
 
-    capture = cv2.VideoCapture(str(video))
-    try:
-        middle = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) // 2)
-        capture.set(cv2.CAP_PROP_POS_FRAMES, middle)
-        ok, frame = capture.read()
-    finally:
-        capture.release()
-    return destination if ok and cv2.imwrite(str(destination), frame) else None
+    from detector.config import MediaLimits
+    from detector.decoding import WindowReader
+    from detector.probe import open_video
+
+    with open_video(video, MediaLimits()) as opened:
+        middle = opened.probe.frame_count // 2
+        window = next(WindowReader(opened, 1).windows([middle]), None)
+    if window is None:
+        return None
+    Image.fromarray(window.frames[0]).save(destination, format="JPEG", quality=92)
+    return destination
 
 
 def _publish_uploads(

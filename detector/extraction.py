@@ -1,11 +1,10 @@
-"""Video file → face clips, in one sequential decoding pass; the types every extraction returns.
+"""Video file → face clips, window by window; the types every extraction returns.
 
 This is the stage that touches untrusted media. It is a plain function over a
 path so that the service can run it in an isolated worker process; the model
 never runs here. Memory stays bounded by one window of frames: each window is
 decoded, searched for faces, cut into clips and dropped before the next.
-Frames between windows are skipped with `grab()`, which demuxes and decodes
-but skips the colour conversion and copy.
+Which frames get decoded on the way is `detector.decoding`'s business.
 """
 
 from __future__ import annotations
@@ -15,14 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
-import numpy as np
-
 from detector.arrays import Boxes, Clips, Frame
 from detector.clips import cut_clip, square_crops
 from detector.config import DetectorConfig
+from detector.decoding import WindowReader
 from detector.faces import Detection, FaceDetector
-from detector.probe import Unreadable, open_capture, probe
+from detector.probe import Unreadable, open_video
 from detector.sampling import plan_windows
 from detector.tracking import TrackRegistry, link_window
 from schemas.verdict import ImageProperties, Reason, VideoProperties
@@ -82,44 +79,32 @@ def extract_face_clips(
 ) -> Extraction:
     """Face clips of `path`; `Unreadable` when it is refused or cannot be decoded."""
     started = time.monotonic()
-    info = probe(path, config.limits)
-    starts = plan_windows(info.frame_count, clip_length, config.sampling)
-    if not starts:
-        raise Unreadable(
-            Reason.TOO_SHORT,
-            f"{info.frame_count} frames; a clip needs {clip_length} consecutive frames",
-        )
     deadline = started + config.limits.decode_timeout_s
-    registry = TrackRegistry(config.faces)
-    times = StageTimes()
-    clips: list[FaceClip] = []
-    warnings: list[str] = []
-    frames_analyzed = faces_detected = 0
-
-    capture = open_capture(path)
-    try:
-        position = 0
-        for start in starts:
+    with open_video(path, config.limits, deadline=deadline) as video:
+        info = video.probe
+        starts = plan_windows(info.frame_count, clip_length, config.sampling)
+        if not starts:
+            raise Unreadable(
+                Reason.TOO_SHORT,
+                f"{info.frame_count} frames; a clip needs {clip_length} consecutive frames",
+            )
+        reader = WindowReader(
+            video, clip_length, deadline=deadline, timeout_s=config.limits.decode_timeout_s
+        )
+        registry = TrackRegistry(config.faces)
+        times = StageTimes()
+        clips: list[FaceClip] = []
+        warnings: list[str] = []
+        frames_analyzed = faces_detected = 0
+        windows = reader.windows(starts)
+        while True:
             tick = time.monotonic()
-            while position < start:
-                if not capture.grab():
-                    break
-                position += 1
-                _check_deadline(deadline, config.limits.decode_timeout_s)
-            frames: list[Frame] = []
-            while position == start + len(frames) and len(frames) < clip_length:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                frames.append(np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), dtype=np.uint8))
-                position += 1
-                _check_deadline(deadline, config.limits.decode_timeout_s)
+            window = next(windows, None)
             times.decode_s += time.monotonic() - tick
-            if len(frames) < clip_length:
-                warnings.append(f"stream ended at frame {position} of {info.frame_count} declared")
+            if window is None:
                 break
-
             tick = time.monotonic()
+            frames = window.frames
             detections = detect_strided(faces, frames, config.faces.detect_every)
             frames_analyzed += len(frames)
             faces_detected += sum(len(found) for found in detections if found)
@@ -129,8 +114,8 @@ def extract_face_clips(
                 clips.append(
                     FaceClip(
                         pixels=cut_clip(frames, crops, input_size),
-                        start_frame=start,
-                        end_frame=start + clip_length,
+                        start_frame=window.start,
+                        end_frame=window.start + clip_length,
                         track_id=track_id,
                         box=normalised_box(track.mean_box(), info.width, info.height),
                         coverage=track.coverage,
@@ -139,14 +124,22 @@ def extract_face_clips(
                 )
             times.faces_s += time.monotonic() - tick
             _check_deadline(deadline, config.limits.decode_timeout_s)
-    finally:
-        capture.release()
+        read = len(starts) - len(reader.stats.broken_windows)
+        if frames_analyzed < read * clip_length:
+            warnings.append(
+                f"stream ended after {frames_analyzed // clip_length} of {len(starts)} windows "
+                f"({info.frame_count} frames indexed)"
+            )
+        if reader.stats.broken_windows:
+            warnings.append(
+                f"windows at frames {reader.stats.broken_windows} skipped: a frame did not decode"
+            )
 
     if frames_analyzed == 0:
         raise Unreadable(
             Reason.DECODE_FAILED,
             f"no complete {clip_length}-frame window could be decoded "
-            f"(stream ended at frame {position} of {info.frame_count})",
+            f"({info.frame_count} frames indexed)",
         )
     return Extraction(
         probe=info,

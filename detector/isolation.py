@@ -268,7 +268,8 @@ def _join_all(processes: list[BaseProcess], timeout_s: float) -> None:
 def _worker_main(
     connection: Connection, config: DetectorConfig, memory_limit_mb: int, extract: ExtractFn
 ) -> None:
-    import c2pa  # noqa: F401  (loaded before the address-space cap, like MediaPipe)
+    import av  # noqa: F401  (the decoder, loaded before the address-space cap like MediaPipe)
+    import c2pa  # noqa: F401
     import cv2
 
     cv2.setLogLevel(2)  # errors only: a bad upload is a verdict, not log noise

@@ -1,31 +1,44 @@
-"""Look at a video before decoding it, and refuse what is over the limits.
+"""Open a video, look at it before decoding it, and refuse what is over the limits.
 
-The probe reads only the container's header (OpenCV's FFmpeg backend) and the
-file size. Anything it cannot vouch for becomes an `Unreadable` with a reason
-code, so the decoder never sees a file we already know it should not open.
+The probe reads the container's header and its packet index with PyAV (FFmpeg),
+the same library and the same open container the window reader decodes from
+(`detector.decoding`), so the frame count the windows are planned on is the one
+decoding sees. Header facts are checked against the limits first; the packet
+index (timestamps and keyframe flags, no decoding) is read only for a video
+within them, and stops at the frame limit and the decoding deadline. Anything
+the probe cannot vouch for becomes an `Unreadable` with a reason code.
 
-OpenCV does not open a container without a video stream at all, so an
-audio-only MP4 looks like a corrupt one from there. When OpenCV refuses a file
-that starts like an ISO BMFF (MP4, MOV, M4A, 3GP) or Matroska (MKV, WebM)
-container, the probe walks the container's structure itself to tell the two
-apart: box or element headers only (ISO BMFF: `moov/trak/mdia/hdlr`, the
-handler type of each track; Matroska: `Segment/Tracks/TrackEntry/TrackType`),
-never sample data, and at most `_MAX_STRUCTURE_READS` reads of at most 16 bytes
-each, whatever the file's size. Only when every box or element on the way to
-the track list parses and no track may carry pictures is the file
-`no_video_stream`; anything else stays `corrupt_container`.
+FFmpeg is opened with only the `file` protocol and only the video containers
+deepscreen screens, so a playlist or a concat script in an upload cannot make
+the decoder read other files or the network.
+
+When FFmpeg refuses a file that starts like an ISO BMFF (MP4, MOV, M4A, 3GP)
+or Matroska (MKV, WebM) container, the probe walks the container's structure
+itself to tell an audio-only file from a corrupt one: box or element headers
+only (ISO BMFF: `moov/trak/mdia/hdlr`, the handler type of each track;
+Matroska: `Segment/Tracks/TrackEntry/TrackType`), never sample data, and at
+most `_MAX_STRUCTURE_READS` reads of at most 16 bytes each, whatever the
+file's size. Only when every box or element on the way to the track list
+parses and no track may carry pictures is the file `no_video_stream`;
+anything else stays `corrupt_container`.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
-import cv2
+import av
+import av.container
+import av.video.stream
+import numpy as np
+import numpy.typing as npt
 
 from detector.config import MediaLimits
 from schemas.verdict import Reason, VideoProperties
@@ -98,13 +111,17 @@ class Unreadable(Exception):
 
 @dataclass(frozen=True)
 class Probe:
-    """Header facts of a video, in displayed orientation (after rotation)."""
+    """Header facts of a video, in displayed orientation (after rotation).
+
+    `frame_count` is the number of frames in the packet index (what decoding
+    yields), not the container's declaration.
+    """
 
     width: int
     height: int
     fps: float
     frame_count: int
-    rotation: int
+    rotation: int  # the clockwise turn a player applies to the stored frames
     size_bytes: int
 
     @property
@@ -123,20 +140,105 @@ class Probe:
         )
 
 
+@dataclass(frozen=True)
+class FrameIndex:
+    """Every frame's presentation timestamp in presentation order, and which are keyframes.
+
+    Read from the demuxer's packets (one packet, one frame), without decoding.
+    `exact` says every frame has its own timestamp: only then can a decoded frame
+    be told apart by its timestamp, and only then is seeking safe.
+    """
+
+    pts: npt.NDArray[np.int64]  # (F,) ascending
+    keyframe: npt.NDArray[np.bool_]  # (F,) the frame at this position starts a decodable run
+    # (F,) the timestamp to seek to for the frame's packet: its decoding timestamp where
+    # the container has one (never after its presentation), else its presentation one
+    seek_to: npt.NDArray[np.int64]
+    time_base: Fraction
+    exact: bool
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def position_of(self, pts: int | None) -> int | None:
+        """The frame position (0-based, presentation order) of `pts`, or None if not indexed."""
+        if pts is None or not self.exact:
+            return None
+        position = int(np.searchsorted(self.pts, pts))
+        if position < len(self.pts) and int(self.pts[position]) == pts:
+            return position
+        return None
+
+    def keyframe_at_or_before(self, position: int) -> int | None:
+        """The last keyframe's position at or before `position` (None: none is indexed)."""
+        keys = np.flatnonzero(self.keyframe[: position + 1])
+        return int(keys[-1]) if len(keys) else None
+
+    def seconds(self, position: int) -> float:
+        """Time of the frame at `position` from the first frame, in seconds."""
+        if not self.exact:
+            return 0.0
+        return float((int(self.pts[position]) - int(self.pts[0])) * self.time_base)
+
+
+# Demuxers FFmpeg may use on an upload: the containers videos are uploaded in. Not
+# playlists or scripts (hls, dash, concat), which would open other files or URLs, nor
+# text renderers (tty), devices or raw images (those are screened as images).
+_VIDEO_FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mpegvideo,ogg,"
+    "yuv4mpegpipe,asf,m4v,h264,hevc,ivf,nut,mxf,dv,rm,obu"
+)
+_OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": _VIDEO_FORMATS}
+_INDEX_DEADLINE_EVERY = 512  # packets between deadline checks while indexing
+
+
+class OpenVideo:
+    """An open container, its video stream, its probe and its frame index.
+
+    The window reader (`detector.decoding`) decodes from this same container.
+    Close it (or use it as a context manager) when done.
+    """
+
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        stream: av.video.stream.VideoStream,
+        probe: Probe,
+        index: FrameIndex,
+    ) -> None:
+        self.container = container
+        self.stream = stream
+        self.probe = probe
+        self.index = index
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> OpenVideo:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def looks_like_container(head: bytes) -> bool:
     return any(head[offset : offset + len(magic)] == magic for offset, magic in _CONTAINER_MAGIC)
 
 
-def open_capture(path: Path) -> cv2.VideoCapture:
-    """An FFmpeg-backed capture that applies the container's rotation to the frames."""
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if capture.isOpened():
-        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-    return capture
-
-
 def probe(path: Path, limits: MediaLimits) -> Probe:
     """Header facts of `path`, or `Unreadable` when it is empty, over a limit or not a video."""
+    with open_video(path, limits) as video:
+        return video.probe
+
+
+def open_video(
+    path: Path, limits: MediaLimits, *, threads: int = 1, deadline: float | None = None
+) -> OpenVideo:
+    """`path` opened for decoding, probed and indexed; `Unreadable` when it must not be decoded.
+
+    `threads` are the decoder's threads (set before the codec opens); `deadline`
+    (a `time.monotonic()` value) bounds the indexing of a huge file.
+    """
     size = path.stat().st_size
     if size == 0:
         raise Unreadable(Reason.EMPTY_FILE, "the file is empty")
@@ -144,26 +246,74 @@ def probe(path: Path, limits: MediaLimits) -> Probe:
         raise Unreadable(Reason.FILE_TOO_LARGE, f"{size} bytes > limit {limits.max_bytes}")
     with path.open("rb") as file:
         head = file.read(16)
-
-    capture = open_capture(path)
     try:
-        if not capture.isOpened():
-            if looks_like_container(head):
-                no_video = tracks_without_video(path)
-                if no_video is not None:
-                    raise Unreadable(Reason.NO_VIDEO_STREAM, no_video)
-                raise Unreadable(
-                    Reason.CORRUPT_CONTAINER, "a video container that cannot be opened"
-                )
-            raise Unreadable(Reason.NOT_A_VIDEO, "no video container recognised")
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
-    finally:
-        capture.release()
+        container = av.open(str(path), options=_OPEN_OPTIONS, metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        _refuse_unopenable(path, head)
+    try:
+        stream = _video_stream(container, path, head)
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        facts = _header_facts(stream, limits)
+        index = _read_index(container, stream, limits, deadline)
+        rotation = _rotation(container, stream, index)
+    except BaseException:
+        container.close()
+        raise
+    width, height = facts
+    if rotation in (90, 270):
+        width, height = height, width
+    fps = _frame_rate(stream)
+    info = Probe(width, height, fps, len(index), rotation, size)
+    if info.duration_s > limits.max_duration_s:
+        container.close()
+        raise Unreadable(
+            Reason.TOO_LONG, f"{info.duration_s:.1f} s > limit {limits.max_duration_s:.0f} s"
+        )
+    return OpenVideo(container, stream, info, index)
 
+
+def _refuse_unopenable(path: Path, head: bytes) -> NoReturn:
+    if looks_like_container(head):
+        no_video = tracks_without_video(path)
+        if no_video is not None:
+            raise Unreadable(Reason.NO_VIDEO_STREAM, no_video)
+        raise Unreadable(Reason.CORRUPT_CONTAINER, "a video container that cannot be opened")
+    raise Unreadable(Reason.NOT_A_VIDEO, "no video container recognised")
+
+
+def _video_stream(
+    container: av.container.InputContainer, path: Path, head: bytes
+) -> av.video.stream.VideoStream:
+    """The first video stream, or why there is none.
+
+    MP4/MOV and Matroska files are judged by their own track list (the structure
+    walk), so a track FFmpeg cannot name never makes a file "no video"; other
+    containers by FFmpeg's streams, when all of them are sound or subtitles.
+    """
+    if container.streams.video:
+        stream = container.streams.video[0]
+        if stream.codec_context is None:  # a track that names no codec FFmpeg has
+            raise Unreadable(Reason.CORRUPT_CONTAINER, "a video track without a usable codec")
+        return stream
+    walked = tracks_without_video(path)
+    if walked is not None:
+        raise Unreadable(Reason.NO_VIDEO_STREAM, walked)
+    kinds = [stream.type for stream in container.streams]
+    walkable = head[4:8] in _BMFF_FIRST_BOXES or head[:4] == _EBML_MAGIC
+    if kinds and not walkable and all(kind in ("audio", "subtitle") for kind in kinds):
+        name = container.format.long_name or container.format.name
+        counts = {kind: kinds.count(kind) for kind in kinds}
+        listed = ", ".join(f"{n} {kind} track{'' if n == 1 else 's'}" for kind, n in counts.items())
+        raise Unreadable(
+            Reason.NO_VIDEO_STREAM, f"a {name} container with no video track, only {listed}"
+        )
+    raise Unreadable(Reason.CORRUPT_CONTAINER, "a container without a readable video stream")
+
+
+def _header_facts(stream: av.video.stream.VideoStream, limits: MediaLimits) -> tuple[int, int]:
+    """(stored width, height), after refusing what the header alone shows to be over a limit."""
+    width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise Unreadable(Reason.NO_VIDEO_STREAM, "the container has no decodable video stream")
     if width * height > limits.max_pixels:
@@ -171,21 +321,99 @@ def probe(path: Path, limits: MediaLimits) -> Probe:
             Reason.RESOLUTION_TOO_LARGE,
             f"{width}x{height} > limit of {limits.max_pixels} pixels",
         )
+    fps = _frame_rate(stream)
     if not math.isfinite(fps) or fps <= 0 or fps > 1000:
         raise Unreadable(Reason.NO_VIDEO_STREAM, f"implausible frame rate {fps}")
-    if frame_count <= 0:
-        raise Unreadable(Reason.NO_VIDEO_STREAM, "the video stream declares no frames")
-    if frame_count > limits.max_frames:
-        raise Unreadable(
-            Reason.TOO_MANY_FRAMES, f"{frame_count} frames > limit {limits.max_frames}"
+    declared = stream.frames
+    if declared > limits.max_frames:
+        raise Unreadable(Reason.TOO_MANY_FRAMES, f"{declared} frames > limit {limits.max_frames}")
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+        if seconds > limits.max_duration_s:
+            raise Unreadable(
+                Reason.TOO_LONG, f"{seconds:.1f} s > limit {limits.max_duration_s:.0f} s"
+            )
+    return width, height
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _read_index(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    limits: MediaLimits,
+    deadline: float | None,
+) -> FrameIndex:
+    """Timestamps and keyframe flags of every packet of `stream`, demuxed without decoding.
+
+    A demuxing error ends the index where it happened: decoding would end there too.
+    """
+    stamps: list[int | None] = []
+    decoding: list[int | None] = []
+    keys: list[bool] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:
+                continue  # the end-of-stream marker; frames an edit list drops
+            stamps.append(packet.pts)
+            decoding.append(packet.dts)
+            keys.append(packet.is_keyframe)
+            if len(stamps) > limits.max_frames:
+                raise Unreadable(
+                    Reason.TOO_MANY_FRAMES, f"more than {limits.max_frames} frames (limit)"
+                )
+            checkpoint = len(stamps) % _INDEX_DEADLINE_EVERY == 0
+            if checkpoint and deadline is not None and time.monotonic() > deadline:
+                raise Unreadable(
+                    Reason.DECODE_TIMEOUT, "reading the packet index took past the time limit"
+                )
+    except av.FFmpegError:
+        pass
+    if not stamps:
+        raise Unreadable(Reason.NO_VIDEO_STREAM, "the video stream holds no frames")
+    time_base = stream.time_base or Fraction(1, 1)
+    if any(stamp is None for stamp in stamps):
+        # No timestamps to find frames by: frames are counted in decoding order.
+        positions = np.arange(len(stamps), dtype=np.int64)
+        return FrameIndex(
+            positions, np.zeros(len(stamps), dtype=bool), positions, time_base, exact=False
         )
-    if frame_count / fps > limits.max_duration_s:
-        raise Unreadable(
-            Reason.TOO_LONG,
-            f"{frame_count / fps:.1f} s > limit {limits.max_duration_s:.0f} s",
-        )
-    # With auto-orientation on, OpenCV reports the displayed (rotated) size.
-    return Probe(width, height, fps, frame_count, rotation, size)
+    pts = np.array(stamps, dtype=np.int64)
+    seek_to = np.array(
+        [p if d is None else min(p, d) for p, d in zip(pts.tolist(), decoding, strict=True)],
+        dtype=np.int64,
+    )
+    order = np.argsort(pts, kind="stable")
+    sorted_pts = pts[order]
+    exact = bool(np.all(np.diff(sorted_pts) > 0))
+    keyframe = np.array(keys, dtype=bool)[order]
+    return FrameIndex(sorted_pts, keyframe, seek_to[order], time_base, exact)
+
+
+def _rotation(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    index: FrameIndex,
+) -> int:
+    """The clockwise turn for display, from the first decoded frame's display matrix.
+
+    FFmpeg attaches the stream's display matrix to decoded frames; PyAV gives no
+    other way to read it. A first frame that does not decode says 0: decoding the
+    windows will then say what is wrong.
+    """
+    try:
+        if index.exact:
+            container.seek(int(index.seek_to.min()), stream=stream)
+        else:
+            container.seek(0)
+        for frame in container.decode(stream):
+            return (-int(frame.rotation)) % 360  # FFmpeg's angle is counter-clockwise
+    except av.FFmpegError:
+        pass
+    return 0
 
 
 def tracks_without_video(path: Path) -> str | None:
