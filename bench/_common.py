@@ -81,14 +81,23 @@ class CpuMeter:
     machine was taken while it ran. Linux only; elsewhere the figures are `None`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, children: bool = False) -> None:
+        """`children`: this process's finished child processes count as its own."""
+        self._children = children
         self._stat0 = _proc_stat()
-        self._self0 = _self_cpu_s()
+        self._self0 = self._own_cpu_s()
         self._wall0 = time.perf_counter()
+
+    def _own_cpu_s(self) -> float:
+        own = _self_cpu_s()
+        if self._children:
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            own += usage.ru_utime + usage.ru_stime
+        return own
 
     def read(self) -> dict[str, float | None]:
         wall = time.perf_counter() - self._wall0
-        own = _self_cpu_s() - self._self0
+        own = self._own_cpu_s() - self._self0
         stat = _proc_stat()
         cpus = os.cpu_count() or 1
         figures: dict[str, float | None] = {

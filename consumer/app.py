@@ -17,8 +17,10 @@ from consumer.media import FetchPolicy, MediaFetcher, UriFetcher
 from consumer.metrics import Metrics
 from consumer.processing import UploadProcessor
 from consumer.service import RunState, Service
-from consumer.settings import Settings
-from detector.artifact import load
+from consumer.settings import DetectorSettings, Settings
+from detector.artifact import LoadedModel, load
+from detector.config import CpuInferenceConfig
+from detector.derived import CalibrationSource, directory_calibration
 from detector.isolation import ExtractFn, IsolatedExtractor, default_extract
 from detector.pipeline import build_detector
 
@@ -55,6 +57,17 @@ def build_cache(settings: Settings, metrics: Metrics) -> VerdictCache:
         socket_timeout_s=redis.socket_timeout_s,
         retry_after_s=redis.retry_after_s,
         metrics=metrics,
+    )
+
+
+def calibration_source(settings: DetectorSettings, loaded: LoadedModel) -> CalibrationSource | None:
+    """Face clips of the operator's videos for an int8 form, read only if one must be made."""
+    if settings.calibration_videos is None:
+        return None
+    return directory_calibration(
+        settings.calibration_videos,
+        loaded.metadata,
+        max_clips=CpuInferenceConfig.calibration_clips,
     )
 
 
@@ -97,10 +110,13 @@ def build_app(
         batch_size=detector_settings.batch_size,
         batch_wait_s=detector_settings.batch_wait_ms / 1000,
         precision=detector_settings.precision,
+        cpu=detector_settings.cpu_inference(),
+        calibration=calibration_source(detector_settings, loaded),
         extractor=extractor,
         credentials=extractor,
         on_batch=metrics.batch_size.observe,
     )
+    log.info("model_backend", backend=detector.scorer.info.backend)
     cache = cache or build_cache(settings, metrics)
     sink = sink or KafkaEventSink(settings.kafka)
     processor = UploadProcessor(

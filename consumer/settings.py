@@ -33,6 +33,8 @@ from detector.config import (
     PACKAGED_MODEL,
     ActionPolicy,
     BatchingConfig,
+    CpuBackendChoice,
+    CpuInferenceConfig,
     CredentialsConfig,
     DetectorConfig,
     FaceConfig,
@@ -178,6 +180,13 @@ class DetectorSettings(_Section):
     model_path: Path = PACKAGED_MODEL
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # The model on the CPU (`detector.backends`); derived forms are cached under `derived_dir`
+    # by the artifact's sha256; int8 forms are calibrated on face clips of `calibration_videos`.
+    cpu_backend: CpuBackendChoice = CpuInferenceConfig.backend
+    derived_dir: Path = Field(default_factory=lambda: CpuInferenceConfig().derived_dir)
+    calibration_videos: Path | None = Field(
+        default=None, description="a directory of videos like the uploads (int8 backends)"
+    )
     batch_size: int = Field(default=BatchingConfig.batch_size, ge=1, le=1024)
     batch_wait_ms: float = Field(default=BatchingConfig.wait_s * 1000, ge=0)
     windows: int = Field(default=SamplingConfig.windows, ge=1, le=SamplingConfig.max_windows)
@@ -200,6 +209,9 @@ class DetectorSettings(_Section):
         default=ActionPolicy.model_block, description="score at or above the block threshold"
     )
     faces: FaceSettings = FaceSettings()
+
+    def cpu_inference(self) -> CpuInferenceConfig:
+        return CpuInferenceConfig(backend=self.cpu_backend, derived_dir=self.derived_dir)
 
 
 class ProvenanceSettings(_Section):

@@ -10,8 +10,10 @@ and its fetch policy take theirs from here, so a default is changed here alone.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from schemas.verdict import Action
 
@@ -66,6 +68,47 @@ class BatchingConfig:
 
     batch_size: int = 32
     wait_s: float = 0.02
+
+
+# How the model runs on the CPU (`detector.backends`): today's TorchScript module, or a form
+# derived from the artifact (frozen, quantised, exported to ONNX Runtime or OpenVINO).
+CpuBackend = Literal[
+    "torchscript",
+    "torchscript-frozen",
+    "torchscript-bf16",
+    "torchscript-int8",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-int8",
+]
+CPU_BACKENDS: tuple[CpuBackend, ...] = get_args(CpuBackend)
+# `auto`: the fastest backend whose scores agree with `torchscript` on the shared clips,
+# `openvino-int8` (bench/README.md), where its int8 form can be had: cached already, or
+# calibration videos given; else the fastest fp32 one that agrees, `openvino`.
+CpuBackendChoice = CpuBackend | Literal["auto"]
+AUTO_BACKENDS: tuple[CpuBackend, CpuBackend] = ("openvino-int8", "openvino")
+
+
+def default_derived_dir() -> Path:
+    """`$XDG_CACHE_HOME/deepscreen/derived` (`~/.cache/...` without it): derived model forms."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "deepscreen" / "derived"
+
+
+@dataclass(frozen=True)
+class CpuInferenceConfig:
+    """The model on the CPU: which backend, where derived forms are kept, how int8 calibrates.
+
+    The default, `auto`, runs the fastest backend whose scores agree with the TorchScript
+    module's on the shared clips (`python -m bench.backends`; figures in bench/README.md).
+    An int8 form is calibrated on `calibration_clips` face clips cut from the operator's
+    videos.
+    """
+
+    backend: CpuBackendChoice = "auto"
+    derived_dir: Path = field(default_factory=default_derived_dir)
+    calibration_clips: int = 16
 
 
 @dataclass(frozen=True)

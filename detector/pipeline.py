@@ -19,9 +19,11 @@ import numpy as np
 
 from detector.aggregation import rounded, track_scores, video_score
 from detector.artifact import LoadedModel, sha256_file
+from detector.backends import build_cpu_scorer
 from detector.batching import BatchingScorer
-from detector.config import BatchingConfig, DetectorConfig
+from detector.config import BatchingConfig, CpuInferenceConfig, DetectorConfig
 from detector.credentials import CredentialsReader, InProcessCredentialsReader
+from detector.derived import CalibrationSource, DerivedCache
 from detector.extraction import Extraction, StageTimes
 from detector.faces import FaceDetector
 from detector.image import ImageProbe
@@ -236,16 +238,33 @@ def build_detector(
     batch_size: int = BatchingConfig.batch_size,
     batch_wait_s: float = BatchingConfig.wait_s,
     precision: Precision = "auto",
+    cpu: CpuInferenceConfig | None = None,
+    calibration: CalibrationSource | None = None,
     extractor: Extractor | None = None,
     credentials: CredentialsReader | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Detector:
     """A loaded model behind a batching scorer (clips of concurrent videos scored together).
 
+    On a GPU the TorchScript module runs with `precision`; on the CPU, `cpu.backend`
+    (`detector.backends`) runs the artifact or a form derived from it, kept under
+    `cpu.derived_dir`; an int8 form not made yet is calibrated on `calibration`.
     `scan`, `model evaluate`/`calibrate` and the service all screen through this.
     """
+    cpu = cpu or CpuInferenceConfig()
+    inner: ClipScorer
+    if model.device.type == "cpu":
+        inner = build_cpu_scorer(
+            model,
+            cpu.backend,
+            cache=DerivedCache(cpu.derived_dir),
+            max_batch=batch_size,
+            calibration=calibration,
+        )
+    else:
+        inner = TorchScorer(model, max_batch=batch_size, precision=precision)
     scorer = BatchingScorer(
-        TorchScorer(model, max_batch=batch_size, precision=precision),
+        inner,
         max_batch=batch_size,
         max_wait_s=batch_wait_s,
         on_batch=on_batch,

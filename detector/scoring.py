@@ -62,6 +62,13 @@ class TorchScorer:
             self._autocast_dtype = torch.float16
         self._mean, self._std = normalisation_tensors(model.metadata, device)
         self._temperature = model.metadata.calibration.temperature
+        self._info = model.info.model_copy(update={"backend": self._backend_name()})
+
+    def _backend_name(self) -> str:
+        if self._model.device.type != "cuda":
+            return "torchscript"
+        names = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
+        return f"torchscript-cuda-{names[self._autocast_dtype]}"
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -69,14 +76,15 @@ class TorchScorer:
 
     @property
     def info(self) -> ModelInfo:
-        return self._model.info
+        """The artifact's identity, and `backend`: what ran it."""
+        return self._info
 
     @property
     def device(self) -> torch.device:
         return self._model.device
 
     def score(self, clips: Clips) -> Scores:
-        _check_clips(clips, self.metadata)
+        check_clips(clips, self.metadata)
         scores = [
             self._score_batch(clips[i : i + self._max_batch])
             for i in range(0, len(clips), self._max_batch)
@@ -88,7 +96,7 @@ class TorchScorer:
 
     def logits(self, clips: Clips) -> Scores:
         """Uncalibrated logits (for calibration and evaluation)."""
-        _check_clips(clips, self.metadata)
+        check_clips(clips, self.metadata)
         step = self._max_batch
         return np.concatenate(
             [self._logits(clips[i : i + step]) for i in range(0, len(clips), step)]
@@ -161,7 +169,7 @@ class InMemoryScorer:
         return model_info(self._metadata, digest)
 
     def score(self, clips: Clips) -> Scores:
-        _check_clips(clips, self._metadata)
+        check_clips(clips, self._metadata)
         self.calls.append(len(clips))
         return np.array([self._rule(clip) for clip in clips], dtype=np.float32)
 
@@ -169,7 +177,7 @@ class InMemoryScorer:
         pass
 
 
-def _check_clips(clips: Clips, metadata: ModelMetadata) -> None:
+def check_clips(clips: Clips, metadata: ModelMetadata) -> None:
     expected = (metadata.clip_length, metadata.input_size, metadata.input_size, 3)
     if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[1:] != expected:
         raise ValueError(

@@ -114,3 +114,9 @@ class ModelInfo(BaseModel):
     architecture: str = Field(min_length=1, max_length=128)
     input_size: int = Field(ge=1)
     trained: bool
+    backend: str | None = Field(
+        default=None,
+        max_length=64,
+        description="what ran the artifact: a CPU backend (`torchscript`, `openvino-int8`, ...) "
+        "or `torchscript-cuda-<precision>`; absent in verdicts made before it was recorded",
+    )

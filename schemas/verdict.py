@@ -24,7 +24,7 @@ MAX_TIMELINE = 4096
 
 # The shape of a stored `ScreeningVerdict`. Bump it with every change of the model:
 # it is part of the verdict cache key, so entries of another shape are never read.
-VERDICT_SCHEMA_VERSION: Final = 2
+VERDICT_SCHEMA_VERSION: Final = 3
 
 
 class Outcome(str, Enum):

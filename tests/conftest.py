@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+# Derived model forms the tests make (detector.derived, under $XDG_CACHE_HOME) go to a
+# scratch cache of this session, never the user's: every session makes them afresh.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepscreen-tests-cache-")
 
 from tests.support import videos
 

@@ -349,3 +349,115 @@ def model_info(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)
             indent=2,
         )
     )
+
+
+EXPORT_FORMATS = ("onnx",)
+
+
+@app.command("export")
+def model_export(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="Where to write the model.")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", help="onnx: uint8 clips (batch, frames, H, W, 3) → logits, p_fake."
+        ),
+    ] = "onnx",
+    model: Annotated[
+        Path | None, _existing_file("The TorchScript artifact (default: the packaged model).")
+    ] = None,
+) -> None:
+    """Export the artifact for edge and mobile runtimes (dynamic batch and clip length).
+
+    The file carries the artifact's metadata and what it was made from (its sha256, the
+    tool versions) in its ONNX metadata properties `deepscreen.json` and
+    `deepscreen-derived.json`.
+    """
+    if format_ not in EXPORT_FORMATS:
+        raise fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    from detector.artifact import ArtifactError, load, sha256_file
+    from detector.config import PACKAGED_MODEL
+    from detector.derived import DerivedError, write_onnx
+
+    source = model or PACKAGED_MODEL
+    try:
+        loaded = load(source, "cpu")
+    except (ArtifactError, RuntimeError) as error:
+        raise fail(f"cannot use {source}: {error}") from error
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(file.name + ".partial")
+    try:
+        derived = write_onnx(loaded, partial)
+    except (DerivedError, ImportError) as error:
+        partial.unlink(missing_ok=True)
+        raise fail(str(error)) from error
+    partial.replace(file)
+    typer.echo(
+        json.dumps(
+            {
+                "path": str(file),
+                "format": format_,
+                "sha256": sha256_file(file),
+                "size_bytes": file.stat().st_size,
+                "source_sha256": derived.source_sha256,
+                "inputs": {"clips": ["batch", "frames", loaded.metadata.input_size,
+                                     loaded.metadata.input_size, 3]},
+                "outputs": {"logits": ["batch"], "p_fake": ["batch"]},
+                "tools": derived.tools,
+            },
+            indent=2,
+        )
+    )  # fmt: skip
+
+
+@app.command("derive")
+def model_derive(
+    backend: Annotated[str, typer.Option(help="The CPU backend whose form to make.")],
+    model: Annotated[
+        Path | None, _existing_file("The TorchScript artifact (default: the packaged model).")
+    ] = None,
+    calibration_videos: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="int8: videos like your uploads; their face clips calibrate the quantisation.",
+        ),
+    ] = None,
+    calibration_clips: Annotated[int, typer.Option(min=1, max=1024)] = 16,
+    derived_dir: Annotated[
+        Path | None, typer.Option(help="The derived-form cache (default: the service's).")
+    ] = None,
+) -> None:
+    """Make the derived form a CPU backend runs (and the forms it needs) into the cache.
+
+    The service makes a missing form at start-up; this makes it ahead (an image build, an
+    init container), and is the way to calibrate an int8 form on chosen videos.
+    """
+    from detector.artifact import ArtifactError, load
+    from detector.backends import BACKEND_FORMS
+    from detector.config import CPU_BACKENDS, PACKAGED_MODEL, CpuInferenceConfig
+    from detector.derived import DerivedCache, DerivedError, derive, describe, directory_calibration
+
+    chosen = next((name for name in CPU_BACKENDS if name == backend), None)
+    if chosen is None:
+        raise fail(f"--backend must be one of {', '.join(CPU_BACKENDS)}")
+    form = BACKEND_FORMS[chosen]
+    if form is None:
+        raise fail(f"{backend} runs the artifact itself: there is nothing to derive")
+    source = model or PACKAGED_MODEL
+    try:
+        loaded = load(source, "cpu")
+    except (ArtifactError, RuntimeError) as error:
+        raise fail(f"cannot use {source}: {error}") from error
+    calibration = (
+        directory_calibration(calibration_videos, loaded.metadata, max_clips=calibration_clips)
+        if calibration_videos
+        else None
+    )
+    cache = DerivedCache(derived_dir or CpuInferenceConfig().derived_dir)
+    try:
+        made = derive(loaded, form, cache, calibration)
+    except (DerivedError, ImportError) as error:
+        raise fail(str(error)) from error
+    typer.echo(json.dumps(describe(made), indent=2))

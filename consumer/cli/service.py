@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from consumer.cli.common import app, fail, progress, warn
-from detector.config import BatchingConfig, IsolationConfig, SamplingConfig
+from detector.config import (
+    CPU_BACKENDS,
+    BatchingConfig,
+    CpuBackendChoice,
+    CpuInferenceConfig,
+    IsolationConfig,
+    SamplingConfig,
+)
 
 if TYPE_CHECKING:
     from schemas.verdict import ScreeningVerdict
@@ -58,15 +65,24 @@ def scan(
             exists=True, dir_okay=False, help="PEM trust anchors for content credentials (C2PA)."
         ),
     ] = None,
+    cpu_backend: Annotated[
+        str,
+        typer.Option(help="How the model runs on the CPU: auto, " + ", ".join(CPU_BACKENDS) + "."),
+    ] = CpuInferenceConfig.backend,
 ) -> None:
     """Screen videos and still images; one verdict per file."""
     from dataclasses import replace
 
     from consumer.settings import ProvenanceSettings
     from detector.artifact import ArtifactError, load
+    from detector.backends import BackendUnavailable
     from detector.config import PACKAGED_MODEL, DetectorConfig
     from detector.pipeline import build_detector
 
+    choices: tuple[CpuBackendChoice, ...] = ("auto", *CPU_BACKENDS)
+    backend = next((name for name in choices if name == cpu_backend), None)
+    if backend is None:
+        raise fail(f"--cpu-backend must be one of {', '.join(choices)}")
     model_path = model or PACKAGED_MODEL
     if not model_path.is_file():
         raise fail(
@@ -91,7 +107,12 @@ def scan(
         sampling=replace(config.sampling, windows=windows),
         credentials=replace(config.credentials, trust_anchors_pem=credentials.trust_anchors_pem),
     )
-    detector = build_detector(loaded, config, batch_size=batch_size)
+    try:
+        detector = build_detector(
+            loaded, config, batch_size=batch_size, cpu=CpuInferenceConfig(backend=backend)
+        )
+    except BackendUnavailable as error:
+        raise fail(str(error)) from error
     if not loaded.metadata.trained:
         warn(f"{loaded.info.name} is untrained; its scores mean nothing")
     try:

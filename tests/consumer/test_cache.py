@@ -29,6 +29,7 @@ OTHER = CacheKey("a" * 64, "c" * 64)
 SCHEMA_DIGESTS = {
     1: "250c623e43fcc37a1976e7b142444a5d019f5dc05e2855e59717b2219a0a91fd",
     2: "735e043d12ff500415d1f83eb596488450bbe06d63c702cbcbbe26d19b83097b",
+    3: "71bcedbffe0e065b03456e19379aaf60baa9f8ee92d82f9440c3a37bc41df411",
 }
 
 

@@ -13,6 +13,7 @@ from consumer.signing import TestAuthority as Authority
 from detector.config import (
     PACKAGED_MODEL,
     ActionPolicy,
+    CpuInferenceConfig,
     CredentialsConfig,
     DetectorConfig,
     FaceConfig,
@@ -443,3 +444,28 @@ def test_settings_that_change_an_action_change_the_fingerprint_and_others_do_not
     assert load_settings().detector_config().policy_fingerprint() == default
     monkeypatch.setenv("DEEPSCREEN_PROVENANCE__DECLARED_AI_ACTION", "review")
     assert load_settings().detector_config().policy_fingerprint() != default
+
+
+def test_the_cpu_backend_variables_reach_the_detectors_cpu_inference(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__CPU_BACKEND", "onnxruntime-int8")
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__DERIVED_DIR", str(tmp_path / "derived"))
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__CALIBRATION_VIDEOS", str(tmp_path / "videos"))
+    detector = load_settings().detector
+    assert detector.cpu_inference() == CpuInferenceConfig(
+        backend="onnxruntime-int8", derived_dir=tmp_path / "derived"
+    )
+    assert detector.calibration_videos == tmp_path / "videos"
+
+
+def test_the_default_cpu_inference_is_the_detector_configs() -> None:
+    detector = load_settings().detector
+    assert detector.cpu_inference() == CpuInferenceConfig()
+    assert detector.calibration_videos is None
+
+
+def test_an_unknown_cpu_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__CPU_BACKEND", "tensorrt")
+    with pytest.raises(ValidationError, match="cpu_backend"):
+        load_settings()

@@ -425,6 +425,26 @@ def test_provenance_and_image_values_render_into_the_detector_config(
     )
 
 
+def test_cpu_backend_values_render_into_the_detectors_cpu_inference(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    defaults = environment(render(chart, {}))
+    assert "DEEPSCREEN_DETECTOR__DERIVED_DIR" not in defaults  # the service's own default
+    assert "DEEPSCREEN_DETECTOR__CALIBRATION_VIDEOS" not in defaults
+    values = {
+        "detector": {
+            "cpuBackend": "openvino-int8",
+            "derivedDir": "/models/derived",
+            "calibrationVideos": "/media/calibration",
+        }
+    }
+    env = environment(render(chart, values))
+    detector = settings_from(env, monkeypatch, tmp_path).detector
+    assert detector.cpu_backend == "openvino-int8"
+    assert detector.derived_dir == Path("/models/derived")
+    assert detector.calibration_videos == Path("/media/calibration")
+
+
 # ------------------------------------------------------------- deployment --
 
 
