@@ -24,8 +24,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # Builds the project's wheel and installs it with every dependency into a
 # virtual environment at /opt/venv, which the runtime stage copies whole (both
 # stages use the same base image, so the venv's interpreter path holds).
-# Every dependency ships manylinux wheels: no compiler is needed here either.
+# Every dependency ships manylinux wheels but pdqhash (PDQ for the bank of
+# known fakes), which builds from its sdist: the C++ compiler is here, in the
+# builder only.
 FROM ${PYTHON_IMAGE} AS builder
+
+# Whatever g++ bookworm ships with the pinned base image tag.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -11,6 +11,13 @@ from schemas.cloudevents import (
     verdict_event,
 )
 from schemas.dead_letter import DeadLetter
+from schemas.decision import (
+    DECISION_TYPE,
+    Decision,
+    DecisionEvent,
+    ModerationDecision,
+    decision_event,
+)
 from schemas.model import (
     METADATA_FILE,
     Calibration,
@@ -35,6 +42,7 @@ from schemas.verdict import (
 )
 
 __all__ = [
+    "DECISION_TYPE",
     "FLAG_TYPE",
     "METADATA_FILE",
     "VERDICT_TYPE",
@@ -43,12 +51,15 @@ __all__ = [
     "ClipScore",
     "CloudEvent",
     "DeadLetter",
+    "Decision",
+    "DecisionEvent",
     "Declaration",
     "DeepfakeFlag",
     "FaceBox",
     "ImageProperties",
     "ModelInfo",
     "ModelMetadata",
+    "ModerationDecision",
     "Outcome",
     "Provenance",
     "ProvenanceReason",
@@ -62,6 +73,7 @@ __all__ = [
     "VerdictEvent",
     "VideoProperties",
     "VideoUploaded",
+    "decision_event",
     "event_id",
     "flag_event",
     "verdict_event",

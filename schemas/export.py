@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.bank import BankEntryRecord, BankFile
 from schemas.cloudevents import (
     FLAG_DATASCHEMA,
     SCHEMA_BASE,
@@ -18,6 +19,7 @@ from schemas.cloudevents import (
     VerdictEvent,
 )
 from schemas.dead_letter import DeadLetter
+from schemas.decision import DECISION_DATASCHEMA, DecisionEvent, ModerationDecision
 from schemas.model import ModelMetadata
 from schemas.upload import VideoUploaded
 from schemas.verdict import ScreeningVerdict
@@ -29,9 +31,17 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "verdict-event": VerdictEvent,
     "dead-letter": DeadLetter,
     "model-metadata": ModelMetadata,
+    "moderation-decision": ModerationDecision,
+    "decision-event": DecisionEvent,
+    "bank-entry": BankEntryRecord,
+    "bank-file": BankFile,
 }
 # Events that name their schema (`dataschema`) are identified by that versioned URI.
-_VERSIONED_IDS = {"deepfake-flag": FLAG_DATASCHEMA, "verdict-event": VERDICT_DATASCHEMA}
+_VERSIONED_IDS = {
+    "deepfake-flag": FLAG_DATASCHEMA,
+    "verdict-event": VERDICT_DATASCHEMA,
+    "moderation-decision": DECISION_DATASCHEMA,
+}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

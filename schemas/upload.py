@@ -19,6 +19,14 @@ VideoId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+def known_uri_scheme(uri: str) -> str:
+    """`uri` itself when its scheme is one deepscreen fetches from, else `ValueError`."""
+    match = _SCHEME.match(uri)
+    if match is None or match.group(1).lower() not in ALLOWED_URI_SCHEMES:
+        raise ValueError(f"uri scheme must be one of {', '.join(ALLOWED_URI_SCHEMES)}")
+    return uri
+
+
 class VideoUploaded(BaseModel):
     """A video-upload event (`media.uploads`); the Kafka key is `video_id`."""
 
@@ -38,10 +46,7 @@ class VideoUploaded(BaseModel):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, uri: str) -> str:
-        match = _SCHEME.match(uri)
-        if match is None or match.group(1).lower() not in ALLOWED_URI_SCHEMES:
-            raise ValueError(f"uri scheme must be one of {', '.join(ALLOWED_URI_SCHEMES)}")
-        return uri
+        return known_uri_scheme(uri)
 
     @field_validator("sha256", mode="before")
     @classmethod
