@@ -27,13 +27,10 @@ def quiet() -> None:
 
 
 def cpu_name() -> str:
-    """The CPU model: /proc/cpuinfo's `model name` on Linux, else `platform.processor()`."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+    """The CPU model: the one description derived model forms record (`detector.derived`)."""
+    from detector.derived import cpu_name as detector_cpu_name  # torch: only when reporting
+
+    return detector_cpu_name()
 
 
 def host() -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import CpuMeter, cpu_line, host, publish_report, quiet, table
+from bench._common import CpuMeter, bench_main, cpu_line, host, table
 from detector.bank import Bank, BankEntry
 from detector.hash_index import FaissFlatIndex, FaissMultiHashIndex, HammingIndex
 from detector.hashing import PdqFeature, VideoHashes, bits_to_hex
@@ -216,10 +216,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    quiet()
-    args = parse(argv)
-    result = run(args)
-    publish_report(result, report(result), args.json_out)
+    bench_main(argv, parse, run, report)
 
 
 if __name__ == "__main__":

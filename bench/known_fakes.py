@@ -39,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench._common import REPO_ROOT, CpuMeter, cpu_line, host, publish_report, quiet, table
+from bench._common import REPO_ROOT, CpuMeter, bench_main, cpu_line, host, table
 from detector.arrays import Frame
 from detector.bank import Bank, BankEntry, MatchRule
 from detector.clips import square_crops
@@ -514,10 +514,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    quiet()
-    args = parse(argv)
-    result = run(args)
-    publish_report(result, report(result), args.json_out)
+    bench_main(argv, parse, run, report)
 
 
 if __name__ == "__main__":

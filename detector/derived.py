@@ -261,11 +261,11 @@ def _metadata(
         tools=tool_versions(),
         calibration=calibration,
         created_at=datetime.now(UTC),
-        machine=_cpu_name(),
+        machine=cpu_name(),
     )
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
@@ -458,7 +458,7 @@ def write_onnx_int8(fp32: DerivedForm, clips: CalibrationClips, path: Path) -> D
             "tools": tool_versions(),
             "calibration": clips.summary(),
             "created_at": datetime.now(UTC),
-            "machine": _cpu_name(),
+            "machine": cpu_name(),
         }
     )
     reader = _ClipsReader(clips.pixels)  # duck-typed: ONNX Runtime calls only these methods
@@ -498,7 +498,7 @@ def write_openvino(onnx_form: DerivedForm, form: DerivedFormName, path: Path) ->
             "derived_from": onnx_form.metadata.form,
             "tools": tool_versions(),
             "created_at": datetime.now(UTC),
-            "machine": _cpu_name(),
+            "machine": cpu_name(),
         }
     )
     converted = ov.convert_model(str(onnx_form.file("model.onnx")))
