@@ -16,6 +16,24 @@ Without Redis the cache lives in process, bounded in entries and in time
 Redis is an optimisation, never a dependency: every call has a short timeout,
 and after a failure the cache reports itself down (metric, one log line) and
 is skipped for `retry_after_s`, after which it is tried again.
+
+Beside each verdict the cache keeps the content's perceptual hashes
+(`put_hashes`, key: hashing fingerprint + content sha256, the verdicts' TTL),
+not keyed by model: hashes do not depend on it. They serve two ends:
+
+- a moderator's ruling on the content is made from them (`consumer.decisions`)
+  without fetching and decoding the content again;
+- moderators' rulings never leave a stale verdict in the cache. A verdict is
+  cached with the known-fakes finding of the moment it was screened; a later
+  ruling (on these bytes, or on a re-encoded copy of them) would make it
+  stale. So a verdict served from the cache has its finding redone from these
+  hashes against the replica's bank as it is now (`Detector.refresh`), and a
+  ruling on these very bytes applies even without hashes (its bank entry is
+  keyed by the content's sha256). Every replica tails the bank topic, so the
+  moment a ruling reaches a replica's bank, none of its cached verdicts can
+  contradict it, without deleting or versioning a single cache entry (a
+  deletion would race with a screening in flight on another replica, which
+  would put the stale verdict back).
 """
 
 from __future__ import annotations
@@ -31,6 +49,9 @@ from cachetools import TTLCache
 
 from consumer.metrics import Metrics
 from consumer.settings import RedisSettings
+from detector.bank_file import InvalidBankFile, hashes_to_record, record_to_hashes
+from detector.hashing import VideoHashes
+from schemas.bank import VideoHashesRecord
 from schemas.verdict import VERDICT_SCHEMA_VERSION, ScreeningVerdict
 
 log = structlog.get_logger(__name__)
@@ -50,12 +71,25 @@ class CacheKey(NamedTuple):
     policy: str = ""  # `DetectorConfig.policy_fingerprint()`: actions and trust list
 
 
+class HashesKey(NamedTuple):
+    """Where a content's hashes are kept: `hashing_fingerprint(config)` + content sha256."""
+
+    hashing: str
+    content_sha256: str
+
+
 class VerdictCache(Protocol):
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
         """The cached verdict; None when there is none or it does not parse."""
         ...
 
     def put(self, key: CacheKey, verdict: ScreeningVerdict) -> None: ...
+
+    def get_hashes(self, key: HashesKey) -> VideoHashes | None:
+        """The content's perceptual hashes; None when there are none or they do not parse."""
+        ...
+
+    def put_hashes(self, key: HashesKey, hashes: VideoHashes) -> None: ...
 
     def claim(self, key: CacheKey, owner: str) -> bool:
         """True when this caller should screen the content (nobody else is)."""
@@ -98,6 +132,27 @@ class _Unparsable:
         )
 
 
+def _hashes_json(key: HashesKey, hashes: VideoHashes) -> str:
+    return hashes_to_record(hashes, key.hashing).model_dump_json()
+
+
+def _parse_hashes(raw: str | bytes, key: HashesKey) -> VideoHashes | None:
+    """The hashes in `raw`, or None (logged) when they do not parse or are another hashing's."""
+    try:
+        record = VideoHashesRecord.model_validate_json(raw)
+        if record.hashing != key.hashing:
+            raise ValueError(f"hashed under {record.hashing}, not {key.hashing}")
+        return record_to_hashes(record)
+    except (ValueError, InvalidBankFile) as error:
+        log.warning(
+            "cached_hashes_unreadable",
+            content_sha256=key.content_sha256,
+            error=f"{type(error).__name__}: {str(error)[:300]}",
+            effect="a miss: the content is hashed again when needed",
+        )
+        return None
+
+
 class InMemoryVerdictCache:
     """`VerdictCache` in process: the twin for unit tests and the no-Redis default.
 
@@ -121,6 +176,9 @@ class InMemoryVerdictCache:
         self._claims: TTLCache[CacheKey, str] = TTLCache(
             maxsize=max_entries, ttl=claim_ttl_s, timer=timer
         )
+        self._hashes: TTLCache[HashesKey, str | bytes] = TTLCache(
+            maxsize=max_entries, ttl=verdict_ttl_s, timer=timer
+        )
         self._unparsable = _Unparsable(metrics)
 
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
@@ -142,6 +200,26 @@ class InMemoryVerdictCache:
         """Store `raw` as it is: what another version, or a corruption, leaves (tests)."""
         with self._lock:
             self._verdicts[key] = raw
+
+    def get_hashes(self, key: HashesKey) -> VideoHashes | None:
+        with self._lock:
+            raw = self._hashes.get(key)
+        if raw is None:
+            return None
+        hashes = _parse_hashes(raw, key)
+        if hashes is None:
+            with self._lock:
+                if self._hashes.get(key) == raw:
+                    del self._hashes[key]
+        return hashes
+
+    def put_hashes(self, key: HashesKey, hashes: VideoHashes) -> None:
+        self.put_hashes_raw(key, _hashes_json(key, hashes))
+
+    def put_hashes_raw(self, key: HashesKey, raw: str | bytes) -> None:
+        """Store `raw` as it is (tests: what a corruption leaves)."""
+        with self._lock:
+            self._hashes[key] = raw
 
     def claim(self, key: CacheKey, owner: str) -> bool:
         with self._lock:
@@ -209,6 +287,23 @@ class RedisVerdictCache:
             default=None,
         )
 
+    def get_hashes(self, key: HashesKey) -> VideoHashes | None:
+        name = self._hashes_key(key)
+        raw = self._call(lambda: self._client.get(name), default=None)
+        if not isinstance(raw, bytes):
+            return None
+        hashes = _parse_hashes(raw, key)
+        if hashes is None:
+            self._call(lambda: self._delete_if_equal(keys=[name], args=[raw]), default=None)
+        return hashes
+
+    def put_hashes(self, key: HashesKey, hashes: VideoHashes) -> None:
+        payload = _hashes_json(key, hashes)
+        self._call(
+            lambda: self._client.set(self._hashes_key(key), payload, ex=self._verdict_ttl_s),
+            default=None,
+        )
+
     def claim(self, key: CacheKey, owner: str) -> bool:
         claimed = self._call(
             lambda: self._client.set(self._claim_key(key), owner, nx=True, ex=self._claim_ttl_s),
@@ -232,6 +327,9 @@ class RedisVerdictCache:
 
     def _claim_key(self, key: CacheKey) -> str:
         return f"{self._prefix}:claim:{self._name(key)}"
+
+    def _hashes_key(self, key: HashesKey) -> str:
+        return f"{self._prefix}:hashes:{key.hashing}:{key.content_sha256}"
 
     @staticmethod
     def _name(key: CacheKey) -> str:

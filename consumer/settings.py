@@ -40,6 +40,7 @@ from detector.config import (
     FaceConfig,
     ImageLimits,
     IsolationConfig,
+    KnownFakesConfig,
     MediaLimits,
     SamplingConfig,
 )
@@ -60,6 +61,11 @@ class KafkaSettings(_Section):
     flags_topic: str = "moderation.flags"
     verdicts_topic: str = Field(default="", description="empty: verdicts are not published")
     dlq_topic: str = "media.uploads.dlq"
+    # Moderators' rulings come in on `decisions_topic` (read by the `{group_id}-decisions`
+    # group; a malformed one goes to `dlq_topic`); the bank they build is `bank_topic`,
+    # keyed by entry, which every replica reads whole at start, then tails.
+    decisions_topic: str = "moderation.decisions"
+    bank_topic: str = Field(default="deepscreen.bank", min_length=1)
     event_source: str = "urn:deepscreen"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -248,6 +254,16 @@ class ProvenanceSettings(_Section):
         )
 
 
+class KnownFakesSettings(_Section):
+    """The known-fakes signal (`KnownFakesConfig`, its defaults): uploads hashed and looked up."""
+
+    enabled: bool = KnownFakesConfig.enabled
+    action: Action = Field(
+        default=ActionPolicy.known_fake,
+        description="a match on a confirmed_fake entry asks for this; block: pending review",
+    )
+
+
 class RetrySettings(_Section):
     max_attempts: int = Field(default=4, ge=1, le=20)
     backoff_initial_s: float = Field(default=1.0, ge=0)
@@ -274,6 +290,7 @@ class Settings(BaseSettings):
     media: MediaSettings = MediaSettings()
     detector: DetectorSettings = DetectorSettings()
     provenance: ProvenanceSettings = ProvenanceSettings()
+    known_fakes: KnownFakesSettings = KnownFakesSettings()
     retry: RetrySettings = RetrySettings()
     http: HttpSettings = HttpSettings()
     drain_seconds: float = Field(default=30.0, ge=0)
@@ -304,7 +321,9 @@ class Settings(BaseSettings):
                 invalid_credentials=provenance.invalid_action,
                 model_review=detector.review_action,
                 model_block=detector.block_action,
+                known_fake=self.known_fakes.action,
             ),
+            known_fakes=KnownFakesConfig(enabled=self.known_fakes.enabled),
         )
 
     @classmethod

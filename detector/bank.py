@@ -46,28 +46,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from detector.config import MatchRule
 from detector.hash_index import FaissFlatIndex, HammingIndex
 from detector.hashing import PdqFeature, VideoHashes, hex_to_bits
-from schemas.decision import Decision, ModerationDecision
-
-
-@dataclass(frozen=True)
-class MatchRule:
-    """When a query matches an entry. The defaults are measured on the shared clips."""
-
-    frame_distance: int = 31  # vPDQ's
-    min_frame_share: float = 0.5
-    face_distance: int = 24
-    min_face_share: float = 0.3
-    min_quality: int = 50  # of whole frames (vPDQ's own default)
-    min_face_quality: int = 20  # of face tiles: small or dim faces' tiles score 20-35
-    mirrored: bool = True  # also try the query's mirrored features (flipped copies)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.face_distance <= self.frame_distance <= 128:
-            raise ValueError("distances satisfy 0 <= face_distance <= frame_distance <= 128")
-        if not (0 < self.min_frame_share <= 1 and 0 < self.min_face_share <= 1):
-            raise ValueError("shares are in (0, 1]")
+from schemas.decision import Decision, ModerationDecision, decision_event
 
 
 @dataclass(frozen=True)
@@ -90,6 +72,7 @@ class BankEntry:
     uri: str | None = None
     reason: str = ""
     answers_event_id: str | None = None
+    decision_event_id: str | None = None  # `schemas.decision.decision_event(ruling).id`
 
     def __post_init__(self) -> None:
         if not self.entry_id:
@@ -112,6 +95,7 @@ class BankEntry:
             uri=ruling.uri,
             reason=ruling.reason,
             answers_event_id=ruling.answers_event_id,
+            decision_event_id=decision_event(ruling).id,
         )
 
     @classmethod

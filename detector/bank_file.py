@@ -22,8 +22,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from detector.bank import BankEntry
-from detector.hashing import PdqFeature
-from schemas.bank import BankEntryRecord, BankFile
+from detector.hashing import PdqFeature, VideoHashes
+from schemas.bank import BankEntryRecord, BankFile, VideoHashesRecord
 from schemas.decision import Decision
 
 
@@ -74,6 +74,7 @@ def entry_to_record(entry: BankEntry) -> BankEntryRecord:
         video_id=entry.video_id,
         uri=entry.uri,
         answers_event_id=entry.answers_event_id,
+        decision_event_id=entry.decision_event_id,
         frames=[feature_line(f) for f in entry.frames],
         faces=[feature_line(f) for f in entry.faces],
     )
@@ -93,6 +94,40 @@ def record_to_entry(record: BankEntryRecord) -> BankEntry:
         uri=record.uri,
         reason=record.reason,
         answers_event_id=record.answers_event_id,
+        decision_event_id=record.decision_event_id,
+    )
+
+
+def hashes_to_record(hashes: VideoHashes, hashing: str) -> VideoHashesRecord:
+    """A video's hashes as vPDQ lines (the verdict cache keeps them so)."""
+
+    def lines(features: Iterable[PdqFeature]) -> list[str]:
+        return [feature_line(f) for f in features]
+
+    return VideoHashesRecord(
+        hashing=hashing,
+        frames=lines(hashes.frames),
+        faces=lines(hashes.faces),
+        face_probes=[lines(probes) for probes in hashes.face_probes],
+        mirrored_frames=lines(hashes.mirrored_frames),
+        mirrored_faces=lines(hashes.mirrored_faces),
+        mirrored_face_probes=[lines(probes) for probes in hashes.mirrored_face_probes],
+    )
+
+
+def record_to_hashes(record: VideoHashesRecord) -> VideoHashes:
+    """The inverse of `hashes_to_record`; `InvalidBankFile` when a line is not a feature."""
+
+    def features(lines: Sequence[str]) -> tuple[PdqFeature, ...]:
+        return parse_vpdq("\n".join(lines))
+
+    return VideoHashes(
+        frames=features(record.frames),
+        faces=features(record.faces),
+        face_probes=tuple(features(probes) for probes in record.face_probes),
+        mirrored_frames=features(record.mirrored_frames),
+        mirrored_faces=features(record.mirrored_faces),
+        mirrored_face_probes=tuple(features(p) for p in record.mirrored_face_probes),
     )
 
 

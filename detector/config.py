@@ -45,6 +45,21 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class DecodingConfig:
+    """How windows are decoded: the decoder's threads, and whether gaps are sought over.
+
+    With `seek` (the default) the decoder jumps to the keyframe before a window when
+    that is cheaper than decoding through the gap, so a video costs what its windows
+    cost; without it every frame from the start is decoded (the sequential pass, kept
+    for comparison: both give the same frames). One thread a decoder by default: the
+    service decodes several videos at once and the model wants the other cores.
+    """
+
+    threads: int = 1
+    seek: bool = True
+
+
+@dataclass(frozen=True)
 class FaceConfig:
     """MediaPipe face detection and linking of detections into tracks within a window."""
 
@@ -143,6 +158,55 @@ class CredentialsConfig:
 
 
 @dataclass(frozen=True)
+class HashingConfig:
+    """Which frames are hashed and how pictures are prepared for PDQ."""
+
+    frame_stride: int = 5  # hash frame numbers divisible by this
+    max_side: int = 640  # whole frames are downscaled to this before PDQ
+    face_size: int = 256  # face tiles are resized to this square before PDQ
+    tile_rungs: int = 10  # face tile sides: short side * 2^(-k/2), k = 0 .. tile_rungs - 1
+    tile_grid: float = 0.25  # face tile centres lie on a grid of this share of the side
+    probe_margin: float = 0.3  # within this share of a step of a boundary, probe both sides
+    trim_borders: bool = True  # cut uniform letterbox/pillarbox borders off whole frames
+    mirrored: bool = True  # also hash the pictures mirrored (to query for flipped copies)
+    border_tolerance: int = 16  # a border row/column differs from black by at most this
+    border_max_share: float = 0.25  # at most this share of a side is cut as border
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """When a query matches an entry. The defaults are measured on the shared clips."""
+
+    frame_distance: int = 31  # vPDQ's
+    min_frame_share: float = 0.5
+    face_distance: int = 24
+    min_face_share: float = 0.3
+    min_quality: int = 50  # of whole frames (vPDQ's own default)
+    min_face_quality: int = 20  # of face tiles: small or dim faces' tiles score 20-35
+    mirrored: bool = True  # also try the query's mirrored features (flipped copies)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.face_distance <= self.frame_distance <= 128:
+            raise ValueError("distances satisfy 0 <= face_distance <= frame_distance <= 128")
+        if not (0 < self.min_frame_share <= 1 and 0 < self.min_face_share <= 1):
+            raise ValueError("shares are in (0, 1]")
+
+
+@dataclass(frozen=True)
+class KnownFakesConfig:
+    """The bank of known fakes: whether uploads are hashed, how, and when they match an entry.
+
+    `detector.hashing` and `detector.bank` use these; they live here, with the
+    other defaults, so that the settings can take them without importing PDQ
+    or FAISS.
+    """
+
+    enabled: bool = True  # hash every upload while it is decoded, and look it up in the bank
+    hashing: HashingConfig = field(default_factory=HashingConfig)
+    rule: MatchRule = field(default_factory=MatchRule)
+
+
+@dataclass(frozen=True)
 class ActionPolicy:
     """The action each signal asks for: a platform labels declared AI rather than removing it."""
 
@@ -151,16 +215,20 @@ class ActionPolicy:
     invalid_credentials: Action = Action.NONE
     model_review: Action = Action.REVIEW  # score at or above the review threshold
     model_block: Action = Action.BLOCK  # score at or above the block threshold
+    # a match on a `confirmed_fake` entry of the bank; `block` is block pending review
+    known_fake: Action = Action.BLOCK
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
     limits: MediaLimits = field(default_factory=MediaLimits)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)
     images: ImageLimits = field(default_factory=ImageLimits)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     actions: ActionPolicy = field(default_factory=ActionPolicy)
+    known_fakes: KnownFakesConfig = field(default_factory=KnownFakesConfig)
 
     def policy_fingerprint(self) -> str:
         """A short hash of what turns findings into actions (the actions, the trust list).

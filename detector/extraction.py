@@ -1,10 +1,15 @@
-"""Video file → face clips, window by window; the types every extraction returns.
+"""Video file → face clips and perceptual hashes, window by window; the types it returns.
 
 This is the stage that touches untrusted media. It is a plain function over a
 path so that the service can run it in an isolated worker process; the model
 never runs here. Memory stays bounded by one window of frames: each window is
-decoded, searched for faces, cut into clips and dropped before the next.
-Which frames get decoded on the way is `detector.decoding`'s business.
+decoded, searched for faces, cut into clips, hashed and dropped before the
+next. Which frames get decoded on the way is `detector.decoding`'s business.
+
+The known-fakes signal hashes the same frames (`detector.hashing`): every
+`frame_stride`-th frame of a window and the square crops of its face tracks,
+so the bank lookup costs PDQ and never a second decode. `hash_whole_video`
+walks every frame instead, for a bank entry.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from detector.arrays import Boxes, Clips, Frame
 from detector.clips import cut_clip, square_crops
 from detector.config import DetectorConfig
-from detector.decoding import WindowReader
+from detector.decoding import Window, WindowReader
 from detector.faces import Detection, FaceDetector
+from detector.hashing import VideoHasher, VideoHashes
 from detector.probe import Unreadable, open_video
 from detector.sampling import plan_windows
-from detector.tracking import TrackRegistry, link_window
+from detector.tracking import TrackRegistry, WindowTrack, link_window
 from schemas.verdict import ImageProperties, Reason, VideoProperties
 
 
@@ -40,12 +48,34 @@ class FaceClip:
 
 @dataclass
 class StageTimes:
+    """Seconds spent decoding and finding faces, and when (for the stages' busy shares).
+
+    `spans` are (stage, start, end) in `time.monotonic()` seconds, a clock shared by
+    the processes of one machine, so spans recorded in a decoder process line up with
+    the model's in the parent.
+    """
+
     decode_s: float = 0.0
     faces_s: float = 0.0
+    hash_s: float = 0.0  # PDQ of frames and face tiles (the known-fakes signal)
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def record(self, stage: str, start: float, end: float) -> None:
+        if stage == "decode":
+            self.decode_s += end - start
+        elif stage == "faces":
+            self.faces_s += end - start
+        elif stage == "hash":
+            self.hash_s += end - start
+        else:
+            raise ValueError(f"unknown stage {stage!r}")
+        self.spans.append((stage, start, end))
 
     def __iadd__(self, other: StageTimes) -> StageTimes:
         self.decode_s += other.decode_s
         self.faces_s += other.faces_s
+        self.hash_s += other.hash_s
+        self.spans.extend(other.spans)
         return self
 
 
@@ -67,6 +97,28 @@ class Extraction:
     tracks: int
     warnings: list[str] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
+    hashes: VideoHashes | None = None  # None: hashing is off (`KnownFakesConfig.enabled`)
+
+
+def new_hasher(config: DetectorConfig) -> VideoHasher | None:
+    """A hasher for one upload, or None when the known-fakes signal is off."""
+    return VideoHasher(config.known_fakes.hashing) if config.known_fakes.enabled else None
+
+
+def hash_window(
+    hasher: VideoHasher, window: Window, tracks: list[WindowTrack], crop_scale: float
+) -> None:
+    """Offer a decoded window's frames, with each frame's face crops, to the hasher.
+
+    The crops are the clips' own (`square_crops` of each track), so the faces
+    hashed are the faces scored.
+    """
+    crops = [square_crops(track.boxes, crop_scale) for track in tracks]
+    for t, frame in enumerate(window.frames):
+        number = window.start + t
+        if hasher.wants(number):
+            faces = np.stack([track[t] for track in crops]) if crops else None
+            hasher.add_frame(frame, number, window.seconds[t], faces)
 
 
 def extract_face_clips(
@@ -80,7 +132,8 @@ def extract_face_clips(
     """Face clips of `path`; `Unreadable` when it is refused or cannot be decoded."""
     started = time.monotonic()
     deadline = started + config.limits.decode_timeout_s
-    with open_video(path, config.limits, deadline=deadline) as video:
+    decoding = config.decoding
+    with open_video(path, config.limits, threads=decoding.threads, deadline=deadline) as video:
         info = video.probe
         starts = plan_windows(info.frame_count, clip_length, config.sampling)
         if not starts:
@@ -89,9 +142,14 @@ def extract_face_clips(
                 f"{info.frame_count} frames; a clip needs {clip_length} consecutive frames",
             )
         reader = WindowReader(
-            video, clip_length, deadline=deadline, timeout_s=config.limits.decode_timeout_s
+            video,
+            clip_length,
+            seek=decoding.seek,
+            deadline=deadline,
+            timeout_s=config.limits.decode_timeout_s,
         )
         registry = TrackRegistry(config.faces)
+        hasher = new_hasher(config)
         times = StageTimes()
         clips: list[FaceClip] = []
         warnings: list[str] = []
@@ -100,7 +158,7 @@ def extract_face_clips(
         while True:
             tick = time.monotonic()
             window = next(windows, None)
-            times.decode_s += time.monotonic() - tick
+            times.record("decode", tick, time.monotonic())
             if window is None:
                 break
             tick = time.monotonic()
@@ -122,7 +180,11 @@ def extract_face_clips(
                         crops=crops,
                     )
                 )
-            times.faces_s += time.monotonic() - tick
+            times.record("faces", tick, time.monotonic())
+            if hasher is not None:
+                tick = time.monotonic()
+                hash_window(hasher, window, tracks, config.faces.crop_scale)
+                times.record("hash", tick, time.monotonic())
             _check_deadline(deadline, config.limits.decode_timeout_s)
         read = len(starts) - len(reader.stats.broken_windows)
         if frames_analyzed < read * clip_length:
@@ -149,7 +211,45 @@ def extract_face_clips(
         tracks=registry.count,
         warnings=warnings,
         times=times,
+        hashes=hasher.hashes() if hasher is not None else None,
     )
+
+
+def hash_whole_video(
+    path: Path, *, clip_length: int, config: DetectorConfig, faces: FaceDetector
+) -> VideoHashes:
+    """The hashes of every frame of a video (every `frame_stride`-th), faces tracked as in
+    screening; `Unreadable` when it is refused or nothing decodes.
+
+    What a bank entry holds: a re-upload that was trimmed or had its frame rate
+    changed samples other moments than the original's windows, so the entry
+    covers them all. Frames are walked in consecutive windows of `clip_length`
+    (a tail shorter than one is not hashed), within the decode time limit.
+    """
+    started = time.monotonic()
+    deadline = started + config.limits.decode_timeout_s
+    hasher = VideoHasher(config.known_fakes.hashing)
+    threads = config.decoding.threads
+    with open_video(path, config.limits, threads=threads, deadline=deadline) as video:
+        count = video.probe.frame_count
+        starts = list(range(0, count - clip_length + 1, clip_length))
+        if not starts:
+            raise Unreadable(
+                Reason.TOO_SHORT, f"{count} frames; hashing walks {clip_length}-frame windows"
+            )
+        reader = WindowReader(
+            video, clip_length, deadline=deadline, timeout_s=config.limits.decode_timeout_s
+        )
+        hashed = 0
+        for window in reader.windows(starts):
+            detections = detect_strided(faces, window.frames, config.faces.detect_every)
+            tracks = link_window(detections, config.faces)
+            hash_window(hasher, window, tracks, config.faces.crop_scale)
+            hashed += 1
+            _check_deadline(deadline, config.limits.decode_timeout_s)
+    if hashed == 0:
+        raise Unreadable(Reason.DECODE_FAILED, "no window of the video could be decoded")
+    return hasher.hashes()
 
 
 def detect_strided(

@@ -40,6 +40,7 @@ mirrored as well (`mirrored_*`); the bank keeps one orientation.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from numpy.typing import NDArray
 
 from detector.arrays import Boxes, Frame
 from detector.clips import cut_clip
+from detector.config import HashingConfig
 
 PDQ_BITS: Final = 256
 PDQ_HEX_LENGTH: Final = PDQ_BITS // 4
@@ -96,20 +98,9 @@ class VideoHashes:
     mirrored_face_probes: tuple[tuple[PdqFeature, ...], ...] = ()
 
 
-@dataclass(frozen=True)
-class HashingConfig:
-    """Which frames are hashed and how pictures are prepared for PDQ."""
-
-    frame_stride: int = 5  # hash frame numbers divisible by this
-    max_side: int = 640  # whole frames are downscaled to this before PDQ
-    face_size: int = 256  # face tiles are resized to this square before PDQ
-    tile_rungs: int = 10  # face tile sides: short side * 2^(-k/2), k = 0 .. tile_rungs - 1
-    tile_grid: float = 0.25  # face tile centres lie on a grid of this share of the side
-    probe_margin: float = 0.3  # within this share of a step of a boundary, probe both sides
-    trim_borders: bool = True  # cut uniform letterbox/pillarbox borders off whole frames
-    mirrored: bool = True  # also hash the pictures mirrored (to query for flipped copies)
-    border_tolerance: int = 16  # a border row/column differs from black by at most this
-    border_max_share: float = 0.25  # at most this share of a side is cut as border
+def hashing_fingerprint(config: HashingConfig) -> str:
+    """A short hash of the hashing configuration: hashes made under another one never mix."""
+    return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
 
 
 def pdq_hash(image_rgb: Frame) -> tuple[str, int]:

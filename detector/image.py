@@ -22,8 +22,9 @@ from PIL import Image, ImageOps
 from detector.arrays import Frame
 from detector.clips import cut_clip, square_crops
 from detector.config import DetectorConfig, ImageLimits
-from detector.extraction import Extraction, FaceClip, StageTimes, normalised_box
+from detector.extraction import Extraction, FaceClip, StageTimes, new_hasher, normalised_box
 from detector.faces import FaceDetector
+from detector.hashing import VideoHasher, VideoHashes
 from detector.probe import Unreadable
 from schemas.verdict import ImageProperties, Reason
 
@@ -110,15 +111,17 @@ def extract_image_clips(
     times = StageTimes()
     tick = time.monotonic()
     frame = decode_image(path, config.images)
-    times.decode_s = time.monotonic() - tick
+    times.record("decode", tick, time.monotonic())
     tick = time.monotonic()
     height, width = frame.shape[:2]
     min_side = config.faces.min_face_px
     detections = [d for d in faces.detect(frame) if min(d.width, d.height) >= min_side]
     frames = [frame] * clip_length
     clips = []
+    crops = []
     for track_id, face in enumerate(detections):
         boxes = np.tile(np.array([[face.x0, face.y0, face.x1, face.y1]]), (clip_length, 1))
+        crops.append(square_crops(boxes, config.faces.crop_scale)[0])
         clips.append(
             FaceClip(
                 pixels=cut_clip(frames, square_crops(boxes, config.faces.crop_scale), input_size),
@@ -129,7 +132,12 @@ def extract_image_clips(
                 coverage=1.0,
             )
         )
-    times.faces_s = time.monotonic() - tick
+    times.record("faces", tick, time.monotonic())
+    hasher = new_hasher(config)
+    if hasher is not None:  # a still is a one-frame video to the bank
+        tick = time.monotonic()
+        hasher.add_frame(frame, 0, 0.0, np.stack(crops) if crops else None)
+        times.record("hash", tick, time.monotonic())
     notes = [f"animated image: only the first of {info.frames} frames is screened"]
     return Extraction(
         probe=info,
@@ -139,7 +147,21 @@ def extract_image_clips(
         tracks=len(clips),
         warnings=notes if info.frames > 1 else [],
         times=times,
+        hashes=hasher.hashes() if hasher is not None else None,
     )
+
+
+def hash_image(path: Path, *, config: DetectorConfig, faces: FaceDetector) -> VideoHashes:
+    """The hashes of a still as a bank entry holds them: one frame and its faces."""
+    probe_image(path, config.images)
+    frame = decode_image(path, config.images)
+    min_side = config.faces.min_face_px
+    detections = [d for d in faces.detect(frame) if min(d.width, d.height) >= min_side]
+    boxes = np.array([[d.x0, d.y0, d.x1, d.y1] for d in detections]).reshape(-1, 4)
+    hasher = VideoHasher(config.known_fakes.hashing)
+    crops = square_crops(boxes, config.faces.crop_scale) if len(boxes) else None
+    hasher.add_frame(frame, 0, 0.0, crops)
+    return hasher.hashes()
 
 
 def _refuse_over_pixels(width: int, height: int, limits: ImageLimits) -> None:

@@ -36,8 +36,9 @@ from detector.config import DetectorConfig, IsolationConfig
 from detector.credentials import read_credentials, unreadable
 from detector.extraction import Extraction
 from detector.faces import FaceDetector, MediaPipeFaceDetector
+from detector.hashing import VideoHashes
 from detector.probe import Unreadable
-from detector.routing import extract_clips
+from detector.routing import extract_clips, hash_media
 from schemas.provenance import Provenance, ProvenanceReason
 from schemas.verdict import Reason
 
@@ -108,6 +109,28 @@ class IsolatedExtractor:
         if kind == "ok":
             extraction: Extraction = payload[0]
             return extraction
+        if kind == "unreadable":
+            raise Unreadable(Reason(payload[0]), payload[1])
+        raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
+
+    def hash_whole(self, path: Path, *, clip_length: int) -> VideoHashes:
+        """`routing.hash_media` in a worker: a crash or an overrun is `Unreadable`, as a decode."""
+        limit_s = self.config.limits.decode_timeout_s
+        try:
+            kind, *payload = self._call(("hash", str(path), clip_length), limit_s + _KILL_GRACE_S)
+        except _Overran:
+            raise Unreadable(
+                Reason.DECODE_TIMEOUT,
+                f"the decoder did not answer within {limit_s:.0f} s and was killed",
+            ) from None
+        except _Died as died:
+            raise Unreadable(
+                Reason.DECODER_CRASHED,
+                f"the decoder process died (exit code {died.exit_code}) on this file",
+            ) from None
+        if kind == "ok":
+            hashes: VideoHashes = payload[0]
+            return hashes
         if kind == "unreadable":
             raise Unreadable(Reason(payload[0]), payload[1])
         raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
@@ -288,10 +311,15 @@ def _worker_main(
             connection.send(("ok", read_credentials(Path(request[1]), config.credentials,
                                                     config.limits.max_bytes)))  # fmt: skip
             continue
-        _, path, clip_length, input_size = request
         reply: tuple[Any, ...]
         try:
-            reply = ("ok", extract(Path(path), clip_length, input_size, config, faces))
+            if request[0] == "hash":
+                _, path, clip_length = request
+                hashed = hash_media(Path(path), clip_length=clip_length, config=config, faces=faces)
+                reply = ("ok", hashed)
+            else:
+                _, path, clip_length, input_size = request
+                reply = ("ok", extract(Path(path), clip_length, input_size, config, faces))
         except Unreadable as refused:
             reply = ("unreadable", refused.reason.value, refused.detail)
         except MemoryError:

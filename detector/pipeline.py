@@ -5,6 +5,12 @@ threads at once: credentials reading and extraction run per thread (or in
 isolated worker processes, for the service), and the scorer (usually a
 `BatchingScorer`) batches clips across the threads' uploads. Each signal's
 finding is kept in the verdict; the strictest sets its action.
+
+Extraction also hashes the frames it decodes for the windows, and their faces
+(`detector.hashing`), so the known-fakes signal costs no second decode; the
+hashes are looked up in the bank (`known_fakes`, an in-memory `Bank` unless
+another is given) and returned beside the verdict (`Screening.hashes`) for the
+service to cache: a moderator's later ruling on the content is made from them.
 """
 
 from __future__ import annotations
@@ -20,13 +26,23 @@ import numpy as np
 from detector.aggregation import rounded, track_scores, video_score
 from detector.artifact import LoadedModel, sha256_file
 from detector.backends import build_cpu_scorer
+from detector.bank import Bank
 from detector.batching import BatchingScorer
 from detector.config import BatchingConfig, CpuInferenceConfig, DetectorConfig
 from detector.credentials import CredentialsReader, InProcessCredentialsReader
 from detector.derived import CalibrationSource, DerivedCache
 from detector.extraction import Extraction, StageTimes
 from detector.faces import FaceDetector
+from detector.hashing import VideoHashes
 from detector.image import ImageProbe
+from detector.known_fakes import (
+    KnownFakes,
+    combined,
+    evidence,
+    known_fakes_result,
+    look_up,
+    refresh_known_fakes,
+)
 from detector.probe import Probe, Unreadable
 from detector.routing import Extractor, InProcessExtractor
 from detector.scoring import ClipScorer, Precision, TorchScorer
@@ -36,23 +52,29 @@ from schemas.provenance import Provenance
 from schemas.verdict import (
     ClipScore,
     FaceBox,
+    KnownFakeMatch,
     Outcome,
     Reason,
     ScreeningVerdict,
     SignalResult,
     deciding_signal,
+    headline_signal,
 )
 
 
 @dataclass(frozen=True)
 class Screening:
-    """A verdict and where the time went (decode, faces, model)."""
+    """A verdict, the content's perceptual hashes, and where the time went (decode, faces, model).
+
+    `hashes` is None when nothing was decoded (an unreadable upload) or hashing is off.
+    """
 
     verdict: ScreeningVerdict
     times: StageTimes
     model_s: float = 0.0
     clips: int = 0
     extraction: Extraction | None = field(default=None, repr=False)
+    hashes: VideoHashes | None = field(default=None, repr=False)
 
 
 class Detector:
@@ -63,10 +85,13 @@ class Detector:
         face_detector: Callable[[], FaceDetector] | None = None,
         extractor: Extractor | None = None,
         credentials: CredentialsReader | None = None,
+        known_fakes: KnownFakes | None = None,
     ) -> None:
-        """`extractor` and `credentials` default to this process, with `config`."""
+        """`extractor` and `credentials` default to this process, with `config`;
+        `known_fakes` to an empty in-memory bank with the configured match rule."""
         self.scorer = scorer
         self.config = config or DetectorConfig()
+        self.known_fakes: KnownFakes = known_fakes or Bank(self.config.known_fakes.rule)
         self.extractor = extractor or InProcessExtractor(self.config, face_detector)
         self.credentials = credentials or InProcessCredentialsReader(
             self.config.credentials, self.config.limits.max_bytes
@@ -111,6 +136,7 @@ class Detector:
             model = self._model_refused(Outcome.UNREADABLE, refused.reason)
             verdict = self._verdict(base, started, model, provenance, detail=refused.detail)
             return Screening(verdict, StageTimes())
+        hashes = extraction.hashes
 
         if not extraction.clips:
             reason = (
@@ -128,7 +154,7 @@ class Detector:
             verdict = self._verdict(
                 base, started, model, provenance, detail=detail, extraction=extraction
             )
-            return Screening(verdict, extraction.times, extraction=extraction)
+            return Screening(verdict, extraction.times, extraction=extraction, hashes=hashes)
 
         tick = time.monotonic()
         scores = self.scorer.score(np.stack([clip.pixels for clip in extraction.clips]))
@@ -159,7 +185,22 @@ class Detector:
             score=score,
             timeline=timeline,
         )
-        return Screening(verdict, extraction.times, model_s, len(timeline), extraction)
+        return Screening(verdict, extraction.times, model_s, len(timeline), extraction, hashes)
+
+    def refresh(self, verdict: ScreeningVerdict, hashes: VideoHashes | None) -> ScreeningVerdict:
+        """A verdict (from the cache) with its known-fakes finding redone against the bank now."""
+        if not self.config.known_fakes.enabled:
+            return verdict
+        return refresh_known_fakes(verdict, hashes, self.known_fakes, self.config.actions)
+
+    def hash_whole(self, path: Path) -> VideoHashes:
+        """Hashes of every frame of a video (or of a still), for a bank entry; `Unreadable`.
+
+        A bank entry should hold the whole video, not only the sampled windows:
+        a trimmed copy samples other moments. Decoded like any upload (in the
+        isolated workers, for the service), within the same limits.
+        """
+        return self.extractor.hash_whole(path, clip_length=self.scorer.metadata.clip_length)
 
     def close(self) -> None:
         """Score what is queued, then stop the decoders."""
@@ -183,11 +224,14 @@ class Detector:
         score: float | None = None,
         timeline: list[ClipScore] | None = None,
     ) -> ScreeningVerdict:
-        signals = [model]
-        if provenance is not None:
-            signals.insert(0, credentials_result(provenance, self.config.actions))
+        credentials = (
+            credentials_result(provenance, self.config.actions) if provenance is not None else None
+        )
+        known, found = self._known_fakes(base, extraction)
+        signals = combined(credentials, known, model)
         deciding = deciding_signal(signals)
-        headline = deciding or model
+        headline = headline_signal(signals)
+        model = next(s for s in signals if s.signal is model.signal)
         probe = extraction.probe if extraction else None
         is_image = isinstance(probe, ImageProbe) or (probe is None and _sniffed_image(base.path))
         return ScreeningVerdict(
@@ -202,6 +246,7 @@ class Detector:
             action_signal=deciding.signal if deciding else None,
             signals=signals,
             provenance=provenance,
+            known_fake=found,
             thresholds=self.scorer.metadata.thresholds,
             model=self.scorer.info,
             timeline=timeline or [],
@@ -214,6 +259,19 @@ class Detector:
             screened_at=datetime.now(UTC),
             processing_ms=round((time.monotonic() - started) * 1000),
         )
+
+    def _known_fakes(
+        self, base: _Base, extraction: Extraction | None
+    ) -> tuple[SignalResult | None, KnownFakeMatch | None]:
+        """The bank's finding on the upload, and its evidence; (None, None) when off."""
+        if not self.config.known_fakes.enabled:
+            return None, None
+        hashes = extraction.hashes if extraction else None
+        finding = look_up(self.known_fakes, hashes, base.content_sha256)
+        result = known_fakes_result(
+            finding, self.config.actions, entries=len(self.known_fakes), hashed=hashes is not None
+        )
+        return result, evidence(finding) if finding else None
 
 
 def _sniffed_image(path: Path) -> bool:
@@ -243,6 +301,7 @@ def build_detector(
     extractor: Extractor | None = None,
     credentials: CredentialsReader | None = None,
     on_batch: Callable[[int], None] | None = None,
+    known_fakes: KnownFakes | None = None,
 ) -> Detector:
     """A loaded model behind a batching scorer (clips of concurrent videos scored together).
 
@@ -269,4 +328,6 @@ def build_detector(
         max_wait_s=batch_wait_s,
         on_batch=on_batch,
     )
-    return Detector(scorer, config, extractor=extractor, credentials=credentials)
+    return Detector(
+        scorer, config, extractor=extractor, credentials=credentials, known_fakes=known_fakes
+    )

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Protocol
 
 from detector.config import DetectorConfig
-from detector.extraction import Extraction, extract_face_clips
+from detector.extraction import Extraction, extract_face_clips, hash_whole_video
 from detector.faces import FaceDetector, MediaPipeFaceDetector
-from detector.image import extract_image_clips
+from detector.hashing import VideoHashes
+from detector.image import extract_image_clips, hash_image
 from detector.sniff import sniff
 
 
@@ -34,10 +35,23 @@ def extract_clips(
     return extract(path, clip_length=clip_length, input_size=input_size, config=config, faces=faces)
 
 
+def hash_media(
+    path: Path, *, clip_length: int, config: DetectorConfig, faces: FaceDetector
+) -> VideoHashes:
+    """Hashes of a whole video, or of a still, for a bank entry; `Unreadable` when refused."""
+    if sniff(path).kind == "image":
+        return hash_image(path, config=config, faces=faces)
+    return hash_whole_video(path, clip_length=clip_length, config=config, faces=faces)
+
+
 class Extractor(Protocol):
-    """Runs `extract_clips` somewhere: in this process, or in an isolated one."""
+    """Runs `extract_clips` (and `hash_media`) somewhere: in this process, or an isolated one."""
 
     def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction: ...
+
+    def hash_whole(self, path: Path, *, clip_length: int) -> VideoHashes:
+        """`hash_media` of `path`: every frame's hashes, for a bank entry."""
+        ...
 
     def close(self) -> None: ...
 
@@ -61,6 +75,11 @@ class InProcessExtractor:
             input_size=input_size,
             config=self.config,
             faces=self._face_detector(),
+        )
+
+    def hash_whole(self, path: Path, *, clip_length: int) -> VideoHashes:
+        return hash_media(
+            path, clip_length=clip_length, config=self.config, faces=self._face_detector()
         )
 
     def close(self) -> None:

@@ -40,12 +40,37 @@ class BankEntryRecord(BaseModel):
     video_id: VideoId | None = None
     uri: str | None = Field(default=None, max_length=4096)
     answers_event_id: str | None = Field(default=None, max_length=128)
+    decision_event_id: str | None = Field(
+        default=None, max_length=128, description="id of the decision CloudEvent of the ruling"
+    )
     frames: list[VpdqLine] = Field(max_length=MAX_FEATURES)
     faces: list[VpdqLine] = Field(default_factory=list, max_length=MAX_FEATURES)
 
     @property
     def ruling(self) -> Decision:
         return Decision(self.decision)
+
+
+class VideoHashesRecord(BaseModel):
+    """A screened upload's hashes as the verdict cache keeps them, beside its verdict.
+
+    A moderator's ruling on the content is made from them later
+    (`BankEntryRecord.frames`/`faces`), and a cached verdict's known-fakes
+    finding is redone from them against the bank as it is when served.
+    `face_probes[i]` are the neighbouring tiles of `faces[i]` (queries only).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    hashing: str = Field(max_length=64, description="fingerprint of the hashing configuration")
+    frames: list[VpdqLine] = Field(default_factory=list, max_length=MAX_FEATURES)
+    faces: list[VpdqLine] = Field(default_factory=list, max_length=MAX_FEATURES)
+    face_probes: list[list[VpdqLine]] = Field(default_factory=list, max_length=MAX_FEATURES)
+    mirrored_frames: list[VpdqLine] = Field(default_factory=list, max_length=MAX_FEATURES)
+    mirrored_faces: list[VpdqLine] = Field(default_factory=list, max_length=MAX_FEATURES)
+    mirrored_face_probes: list[list[VpdqLine]] = Field(
+        default_factory=list, max_length=MAX_FEATURES
+    )
 
 
 class BankFile(BaseModel):

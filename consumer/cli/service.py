@@ -69,6 +69,14 @@ def scan(
         str,
         typer.Option(help="How the model runs on the CPU: auto, " + ", ".join(CPU_BACKENDS) + "."),
     ] = CpuInferenceConfig.backend,
+    bank: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A bank file of known fakes (`deepscreen bank export`) to screen against.",
+        ),
+    ] = None,
 ) -> None:
     """Screen videos and still images; one verdict per file."""
     from dataclasses import replace
@@ -107,9 +115,24 @@ def scan(
         sampling=replace(config.sampling, windows=windows),
         credentials=replace(config.credentials, trust_anchors_pem=credentials.trust_anchors_pem),
     )
+    known_fakes = None
+    if bank is not None:
+        from detector.bank import Bank
+        from detector.bank_file import InvalidBankFile, load_bank
+
+        known_fakes = Bank(config.known_fakes.rule)
+        try:
+            for entry in load_bank(bank):
+                known_fakes.add(entry)
+        except InvalidBankFile as error:
+            raise fail(str(error)) from error
     try:
         detector = build_detector(
-            loaded, config, batch_size=batch_size, cpu=CpuInferenceConfig(backend=backend)
+            loaded,
+            config,
+            batch_size=batch_size,
+            cpu=CpuInferenceConfig(backend=backend),
+            known_fakes=known_fakes,
         )
     except BackendUnavailable as error:
         raise fail(str(error)) from error

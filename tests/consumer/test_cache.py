@@ -12,10 +12,17 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumer.app import build_cache
-from consumer.cache import CacheKey, InMemoryVerdictCache, RedisVerdictCache, VerdictCache
+from consumer.cache import (
+    CacheKey,
+    HashesKey,
+    InMemoryVerdictCache,
+    RedisVerdictCache,
+    VerdictCache,
+)
 from consumer.embedded import free_port
 from consumer.metrics import Metrics
 from consumer.settings import RedisSettings, Settings
+from detector.hashing import PdqFeature, VideoHashes
 from schemas.verdict import VERDICT_SCHEMA_VERSION, ScreeningVerdict
 from tests.schemas.factories import verdict
 from tests.support.redis_server import RedisServer
@@ -30,6 +37,7 @@ SCHEMA_DIGESTS = {
     1: "250c623e43fcc37a1976e7b142444a5d019f5dc05e2855e59717b2219a0a91fd",
     2: "735e043d12ff500415d1f83eb596488450bbe06d63c702cbcbbe26d19b83097b",
     3: "71bcedbffe0e065b03456e19379aaf60baa9f8ee92d82f9440c3a37bc41df411",
+    4: "3dde35035268bf09c04c2387cafb58213e8bafbdcce909784ab2f064b26cee98",
 }
 
 
@@ -258,3 +266,51 @@ def test_the_cache_is_used_again_once_redis_is_back() -> None:
     assert sample(metrics, "deepscreen_cache_up") == 1
     cache.close()
     server.close()
+
+
+HASHES = VideoHashes(
+    frames=(PdqFeature(0, 0.0, 90, "f0" * 32), PdqFeature(5, 0.2, 88, "e1" * 32)),
+    faces=(PdqFeature(0, 0.0, 60, "0f" * 32),),
+    face_probes=((PdqFeature(0, 0.0, 55, "1e" * 32),),),
+    mirrored_frames=(PdqFeature(0, 0.0, 90, "0e" * 32),),
+)
+HASHES_KEY = HashesKey("hashing-v1", "b" * 64)
+
+
+def test_a_contents_hashes_are_kept_beside_its_verdict_whatever_the_model(
+    metered: Metered,
+) -> None:
+    cache = metered.cache
+    assert cache.get_hashes(HASHES_KEY) is None
+    cache.put_hashes(HASHES_KEY, HASHES)
+    assert cache.get_hashes(HASHES_KEY) == HASHES
+    assert cache.get_hashes(HASHES_KEY._replace(content_sha256="c" * 64)) is None
+
+
+def test_hashes_made_under_another_hashing_configuration_are_a_miss(metered: Metered) -> None:
+    metered.cache.put_hashes(HASHES_KEY, HASHES)
+    assert metered.cache.get_hashes(HASHES_KEY._replace(hashing="hashing-v2")) is None
+
+
+def test_hashes_that_do_not_parse_are_a_miss_and_are_dropped() -> None:
+    cache = InMemoryVerdictCache()
+    cache.put_hashes_raw(HASHES_KEY, b'{"hashing": "hashing-v1", "frames": ["nonsense"]}')
+    assert cache.get_hashes(HASHES_KEY) is None
+    cache.put_hashes(HASHES_KEY, HASHES)  # the next screening's take their place
+    assert cache.get_hashes(HASHES_KEY) == HASHES
+
+
+def test_hashes_sit_under_their_own_redis_key_with_the_verdicts_ttl(
+    redis_server: RedisServer,
+) -> None:
+    cache = RedisVerdictCache(redis_server.url, prefix="hash-layout", verdict_ttl_s=120)
+    cache.put_hashes(HASHES_KEY, HASHES)
+    client = redis_server.client()
+    name = f"hash-layout:hashes:hashing-v1:{'b' * 64}"
+    assert client.keys("hash-layout:*") == [name.encode()]
+    assert 0 < client.ttl(name) <= 120
+    client.set(name, b"{broken")
+    assert cache.get_hashes(HASHES_KEY) is None
+    assert client.get(name) is None  # dropped, so the next put takes its place
+    client.close()
+    cache.close()

@@ -171,7 +171,30 @@ def test_provenance_settings_mirror_the_credentials_config_and_the_action_policy
     defaults = ProvenanceSettings()
     for policy_field, setting in actions.items():
         assert getattr(defaults, setting) is getattr(ActionPolicy(), policy_field), setting
-    assert {f.name for f in fields(ActionPolicy)} == {*actions, "model_review", "model_block"}
+    assert {f.name for f in fields(ActionPolicy)} == {
+        *actions,
+        "model_review",
+        "model_block",
+        "known_fake",
+    }
+
+
+def test_the_known_fakes_settings_become_the_detectors_action_and_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().known_fakes.action is ActionPolicy().known_fake is Action.BLOCK
+    monkeypatch.setenv("DEEPSCREEN_KNOWN_FAKES__ACTION", "review")
+    monkeypatch.setenv("DEEPSCREEN_KNOWN_FAKES__ENABLED", "false")
+    monkeypatch.setenv("DEEPSCREEN_KAFKA__BANK_TOPIC", "bank.v2")
+    settings = load_settings()
+    config = settings.detector_config()
+    assert config.actions.known_fake is Action.REVIEW
+    assert config.known_fakes.enabled is False
+    assert config.policy_fingerprint() != DetectorConfig().policy_fingerprint()
+    assert (settings.kafka.bank_topic, settings.kafka.decisions_topic) == (
+        "bank.v2",
+        "moderation.decisions",
+    )
 
 
 def test_media_settings_become_the_fetch_policy(monkeypatch: pytest.MonkeyPatch) -> None:

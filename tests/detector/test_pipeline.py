@@ -226,7 +226,11 @@ def test_a_still_declared_ai_generated_is_labelled_and_the_model_still_scores_it
         Action.LABEL,
     )
     assert verdict.action_signal is Signal.CONTENT_CREDENTIALS
-    assert [s.signal for s in verdict.signals] == [Signal.CONTENT_CREDENTIALS, Signal.MODEL]
+    assert [s.signal for s in verdict.signals] == [
+        Signal.CONTENT_CREDENTIALS,
+        Signal.KNOWN_FAKES,
+        Signal.MODEL,
+    ]
     assert verdict.provenance is not None
     assert verdict.reason_detail == verdict.provenance.summary
     assert "AI-generated" in verdict.reason_detail
@@ -382,7 +386,7 @@ def test_credentials_decide_even_when_the_model_refuses_the_pixels(
     assert verdict.score is None and verdict.timeline == []
 
 
-def test_with_credentials_disabled_only_the_model_speaks(
+def test_with_credentials_disabled_the_model_and_the_bank_speak(
     authority: Authority, photo: Path, tmp_path: Path
 ) -> None:
     signed = authority.sign(photo, tmp_path / "generated.jpg", "trainedAlgorithmicMedia")
@@ -396,7 +400,7 @@ def test_with_credentials_disabled_only_the_model_speaks(
     screening.close()
     assert reader.read == []  # not even read
     assert verdict.provenance is None
-    assert [s.signal for s in verdict.signals] == [Signal.MODEL]
+    assert [s.signal for s in verdict.signals] == [Signal.KNOWN_FAKES, Signal.MODEL]
     assert (verdict.outcome, verdict.action, verdict.action_signal) == (
         Outcome.LIKELY_REAL,
         Action.NONE,

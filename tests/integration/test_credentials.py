@@ -64,7 +64,7 @@ def test_a_declared_ai_upload_is_flagged_label_with_its_credentials_and_a_reuplo
     assert provenance.signer is not None and provenance.signer.common_name == "Example Generator"
     assert verdict.signal(Signal.MODEL) is not None  # the model screened the faces too
     assert verdict.faces_tracked >= 1
-    assert flag.dataschema is not None and "/v3/" in flag.dataschema
+    assert flag.dataschema is not None and "/v4/" in flag.dataschema
 
     # the unsigned upload has no credentials and no action: no flag
     assert [f.data.video_id for f in published.flags].count("plain") == 0
