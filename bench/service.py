@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,7 @@ from bench._common import (
 )
 
 if TYPE_CHECKING:
-    from consumer.broker import EventSink, Headers
+    from consumer.broker import EventSink, Headers, PublishError
     from consumer.media import FetchedMedia, MediaFetcher
     from consumer.metrics import Metrics
 
@@ -102,6 +102,24 @@ class WatchedSink:
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         self._inner.send(topic, key, value, headers)  # returns once the broker has it
+        self._acknowledged(topic)
+
+    def send_async(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        acknowledged: Callable[[], None],
+        failed: Callable[[PublishError], None],
+    ) -> None:
+        def noted() -> None:
+            self._acknowledged(topic)
+            acknowledged()
+
+        self._inner.send_async(topic, key, value, headers, noted, failed)
+
+    def _acknowledged(self, topic: str) -> None:
         now = time.perf_counter()
         with self._lock:
             self.last_event = now
@@ -306,8 +324,11 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_phase(kind: str, model: Path, videos: Path, uploads: int, redis_url: str) -> dict[str, Any]:
-    """One phase, in this (fresh) process; returns its figures."""
+def run_phase(
+    kind: str, model: Path, videos: Path, uploads: int, redis_url: str, hit: Path | None = None
+) -> dict[str, Any]:
+    """One phase, in this (fresh) process; returns its figures. `hit`: the file re-uploaded
+    in the cache phases (default: the first video)."""
     from consumer.app import build_app, fetch_policy
     from consumer.broker import KafkaEventSink
     from consumer.embedded import EmbeddedBroker, embedded_kafka_settings
@@ -359,8 +380,8 @@ def run_phase(kind: str, model: Path, videos: Path, uploads: int, redis_url: str
             warm = warm_copy(files[0], scratch)
             work = [(f"video-{i:03d}-{path.stem}", path) for i, path in enumerate(files)]
         else:
-            warm = files[0]
-            work = [(f"hit-{i:05d}", files[0]) for i in range(uploads)]
+            warm = hit or files[0]
+            work = [(f"hit-{i:05d}", warm) for i in range(uploads)]
 
         tick = time.perf_counter()
         sink = WatchedSink(KafkaEventSink(settings.kafka))
@@ -446,8 +467,8 @@ def run_phase(kind: str, model: Path, videos: Path, uploads: int, redis_url: str
         },
         "uploads": count,
         "cache": f"redis ({cache_url}, prefix {prefix})" if cache_url else "in-process",
-        "video": str(files[0]) if kind != "end-to-end" else None,
-        "video_bytes": files[0].stat().st_size if kind != "end-to-end" else None,
+        "video": str(hit or files[0]) if kind != "end-to-end" else None,
+        "video_bytes": (hit or files[0]).stat().st_size if kind != "end-to-end" else None,
         "videos_dir": str(videos),
         "build_app_s": build_s,
         "join_and_warmup_s": warmup_s,
@@ -501,6 +522,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_VIDEOS,
         help=f"videos (**/*.mp4) for the end-to-end phase; default {DEFAULT_VIDEOS}",
     )
+    parser.add_argument(
+        "--hit-video",
+        type=Path,
+        help="the file re-uploaded in the cache-hit phases; default: the first of --videos",
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=sorted(PHASES),
+        help="run only these phases (default: all)",
+    )
     parser.add_argument("--json", type=Path, dest="json_out", help="write all figures here")
     # Internal: the driver runs each phase as `--phase KIND` in a process of its own.
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
@@ -536,6 +568,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: no **/*.mp4 under {args.videos}")
     redis_url = DEFAULT_REDIS if redis_available() else ""
     kinds = ["cache-memory", *(["cache-redis"] if redis_url else []), "end-to-end"]
+    if args.phases:
+        kinds = [kind for kind in kinds if kind in args.phases]
     if not redis_url:
         say(f"note: no Redis answers at {DEFAULT_REDIS}; the Redis cache phase is skipped")
     phases: list[dict[str, Any]] = []
@@ -548,6 +582,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sys.executable, "-m", "bench.service", "--phase", kind, "--model", str(model),
                 "--videos", str(args.videos), "--uploads", str(args.uploads),
                 "--redis-url", redis_url, "--result", str(result),
+                *(["--hit-video", str(args.hit_video)] if args.hit_video else []),
             ]  # fmt: skip
             subprocess.run(command, cwd=REPO_ROOT, check=True)
             phases.append(json.loads(result.read_text()))
@@ -558,8 +593,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "uploads": args.uploads,
             "videos_dir": str(args.videos),
             "videos": len(files),
-            "cache_video": str(files[0]),
-            "cache_video_bytes": files[0].stat().st_size,
+            "cache_video": str(args.hit_video or files[0]),
+            "cache_video_bytes": (args.hit_video or files[0]).stat().st_size,
             "redis": redis_url or None,
             "model": phases[0]["model"],
             "device": "cpu",
@@ -685,7 +720,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase:
         if args.model is None or args.result is None:
             raise SystemExit("error: --phase needs --model and --result")
-        figures = run_phase(args.phase, args.model, args.videos, args.uploads, args.redis_url)
+        figures = run_phase(
+            args.phase, args.model, args.videos, args.uploads, args.redis_url, args.hit_video
+        )
         args.result.write_text(json.dumps(figures, indent=2) + "\n")
         return
     result = run(args)

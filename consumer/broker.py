@@ -9,7 +9,7 @@ without a broker, and the integration tests use the real ones.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,6 +118,20 @@ class PublishError(Exception):
 class EventSink(Protocol):
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         """Publish and wait for the broker's acknowledgement (raises when it fails)."""
+        ...
+
+    def send_async(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        acknowledged: Callable[[], None],
+        failed: Callable[[PublishError], None],
+    ) -> None:
+        """Publish without waiting: exactly one of `acknowledged` and `failed` is called
+        later, on the client's thread (or now, on this one, when the client refuses the
+        record at once). Callbacks must be quick; the producer batches what is queued."""
         ...
 
     def flush(self, timeout_s: float) -> None: ...
@@ -452,10 +466,13 @@ _RECORD_ERRORS: tuple[type[KafkaError], ...] = tuple(
     if isinstance(found := getattr(kafka_errors, name, None), type)
     and issubclass(found, KafkaError)
 )  # fmt: skip
+# What a send may raise: the broker's answer, or the client refusing the record outright.
+_SEND_ERRORS = (KafkaError, TypeError, ValueError, AssertionError)
 
 
 class KafkaEventSink:
-    """An idempotent producer with `acks=all`; `send` returns once the broker has the event.
+    """An idempotent producer with `acks=all`; `send` returns once the broker has the event,
+    `send_async` at once (the producer batches, the callbacks say how it went).
 
     kafka-python's idempotent producer can end in a fatal state it never leaves
     (after an outage, the broker answers its producer-id request with an error
@@ -497,18 +514,49 @@ class KafkaEventSink:
         try:
             future = producer.send(topic, key=key, value=value, headers=headers)
             future.get(timeout=self._ack_timeout_s)
-        except _RECORD_ERRORS as error:
-            raise PublishError(type(error).__name__, str(error), retriable=False) from error
-        except KafkaError as error:
+        except _SEND_ERRORS as error:
+            raise self._publish_error(producer, error) from error
+        self._publishing = True
+
+    def send_async(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        acknowledged: Callable[[], None],
+        failed: Callable[[PublishError], None],
+    ) -> None:
+        producer = self._producer
+        try:
+            future = producer.send(topic, key=key, value=value, headers=headers)
+        except _SEND_ERRORS as error:
+            failed(self._publish_error(producer, error))
+            return
+
+        def on_ack(_metadata: object) -> None:
+            self._publishing = True
+            acknowledged()
+
+        def on_error(error: Exception) -> None:
+            failed(self._publish_error(producer, error))
+
+        future.add_callback(on_ack)
+        future.add_errback(on_error)
+
+    def _publish_error(self, producer: KafkaProducer, error: Exception) -> PublishError:
+        """What a failed send means for the caller; a producer that has given up is replaced."""
+        name = type(error).__name__
+        if isinstance(error, _RECORD_ERRORS):
+            return PublishError(name, str(error), retriable=False)
+        if isinstance(error, KafkaError):
             self._publishing = False
             retriable = bool(error.retriable)
             if not retriable or _in_fatal_state(producer):
                 self._replace(producer, error)
                 retriable = True  # the new producer may well take it
-            raise PublishError(type(error).__name__, str(error), retriable=retriable) from error
-        except (TypeError, ValueError, AssertionError) as error:  # the client refused the record
-            raise PublishError(type(error).__name__, str(error), retriable=False) from error
-        self._publishing = True
+            return PublishError(name, str(error), retriable=retriable)
+        return PublishError(name, str(error), retriable=False)  # the client refused the record
 
     def _replace(self, failed: KafkaProducer, error: Exception) -> None:
         """A new producer in place of `failed` (once, however many workers saw it fail)."""
@@ -676,6 +724,23 @@ class InMemoryEventSink:
             if topic in self.refused_topics:
                 raise PublishError("TopicAuthorizationFailedError", topic, retriable=False)
             self.sent.append(SentEvent(topic, key, value, list(headers)))
+
+    def send_async(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        acknowledged: Callable[[], None],
+        failed: Callable[[PublishError], None],
+    ) -> None:
+        """`send`, its outcome reported to the callbacks at once (a broker that answers at once)."""
+        try:
+            self.send(topic, key, value, headers)
+        except PublishError as error:
+            failed(error)
+            return
+        acknowledged()
 
     def publishing(self) -> bool:
         with self._lock:

@@ -14,16 +14,24 @@ This is what a worker thread does with a message. The rules:
   republished for this upload with `cache_hit: true` and not decoded again;
 - when the service is stopping, work that has not been published is handed
   back (not marked finished, so not committed) rather than rushed.
+
+`process` publishes and waits for each acknowledgement. The service uses
+`prepare` instead: the same outcome as records, not yet sent, so that it can
+queue them on the producer without waiting (the producer batches them) and
+mark the offset finished when the broker has acknowledged them all; when one
+fails, `republish` sends them again by the rules above, waiting for each.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import structlog
 
@@ -69,6 +77,17 @@ class StopFlag(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class OutboundRecord:
+    """One record of an outcome, ready to send: a verdict, a flag or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    dead_letter: bool = False
+
+
 class HandedBack(Exception):
     """The service is stopping; this message stays uncommitted and will be redelivered."""
 
@@ -101,6 +120,7 @@ class UploadProcessor:
         self._metrics = metrics
         self._stopping = stopping
         self._owner = f"deepscreen-{uuid.uuid4().hex[:12]}"
+        self._outbox = threading.local()  # while `prepare` runs on a thread: its records
 
     def process(self, message: Message) -> None:
         """Publish this message's one outcome; raises `HandedBack` when stopping first.
@@ -122,6 +142,40 @@ class UploadProcessor:
             self._dead_letter(
                 message, type(error).__name__, "processing_failed", str(error) or repr(error), 1
             )
+
+    def prepare(self, message: Message) -> list[OutboundRecord]:
+        """This message's outcome as records to send, without sending them.
+
+        Everything else is as in `process` (the verdict is screened or taken from the
+        cache, logged and counted); raises `HandedBack` when stopping first. The
+        caller sends the records and calls `republish` when one of them fails.
+        """
+        self._outbox.records = []
+        try:
+            self.process(message)
+            records: list[OutboundRecord] = self._outbox.records
+            return records
+        finally:
+            self._outbox.records = None
+
+    def republish(self, message: Message, records: list[OutboundRecord]) -> None:
+        """Send `records` again, each waiting for its acknowledgement, as `process` would.
+
+        For an outcome of `prepare` that did not reach the broker: retried with
+        backoff; a verdict or flag that can never be published is replaced by the
+        message's dead letter; a dead letter that cannot be raises `Unpublishable`.
+        Records the broker already had are sent again with the same event ids.
+        """
+        for record in records:
+            try:
+                self._send(record.topic, record.key, record.value, record.headers)
+            except _PublishFailed as failed:
+                if record.dead_letter:
+                    self._unpublishable(message, "dead_letter_unpublishable", failed)
+                detail = f"the verdict could not be published: {failed.error}"
+                self._dead_letter(message, failed.error.error_class, "publish_failed", detail,
+                                  failed.attempts)  # fmt: skip
+                return
 
     def _process(self, message: Message) -> None:
         started = time.monotonic()
@@ -295,18 +349,9 @@ class UploadProcessor:
         )
         try:
             self._send(kafka.dlq_topic, message.key, original.value,
-                       [*original.headers, *letter.to_headers()])  # fmt: skip
+                       [*original.headers, *letter.to_headers()], dead_letter=True)  # fmt: skip
         except _PublishFailed as failed:
-            self._metrics.unpublishable.inc()
-            log.error(
-                "outcome_unpublishable",
-                reason=reason,
-                error=str(failed.error),
-                partition=message.partition,
-                offset=message.offset,
-                effect="commits of this partition stop before this offset",
-            )
-            raise Unpublishable(str(failed.error)) from failed
+            self._unpublishable(message, reason, failed)
         self._metrics.dead_letters.labels(reason).inc()
         log.warning(
             "dead_lettered",
@@ -317,15 +362,38 @@ class UploadProcessor:
             offset=message.offset,
         )
 
+    def _unpublishable(self, message: Message, reason: str, failed: _PublishFailed) -> NoReturn:
+        self._metrics.unpublishable.inc()
+        log.error(
+            "outcome_unpublishable",
+            reason=reason,
+            error=str(failed.error),
+            partition=message.partition,
+            offset=message.offset,
+            effect="commits of this partition stop before this offset",
+        )
+        raise Unpublishable(str(failed.error)) from failed
+
     def _send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers | None = None,
+        *,
+        dead_letter: bool = False,
     ) -> None:
         """Publish, retrying with backoff until the broker takes it.
 
         A send that can never succeed (not `retriable`) is tried
         `kafka.publish_max_attempts` times, then raises `_PublishFailed`; others
-        are retried until the service stops (then `HandedBack`).
+        are retried until the service stops (then `HandedBack`). Within `prepare`
+        the record is only added to the outcome's records.
         """
+        outbox: list[OutboundRecord] | None = getattr(self._outbox, "records", None)
+        if outbox is not None:
+            outbox.append(OutboundRecord(topic, key, value, headers or [], dead_letter))
+            return
         kafka = self._settings.kafka
         delay = kafka.publish_backoff_initial_s
         refused = 0

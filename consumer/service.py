@@ -16,9 +16,19 @@ finish, and it still polls about once a second so rebalances are seen (a
 rebalance unpauses what it assigns, so whatever such a poll returns is taken,
 never dropped).
 
+Publishing: a worker works out an upload's outcome (`UploadProcessor.prepare`)
+and queues its records on the producer without waiting; the producer batches
+them. The offset is finished when the broker has acknowledged every record of
+its outcome; if one fails, a worker sends them again by the processor's rules
+(`republish`: retries, then a dead letter). So a worker is free for the next
+upload as soon as the outcome is queued, while at-least-once holds: nothing is
+committed before its outcome is acknowledged. Queued, unacknowledged outcomes
+count against `_MAX_UNACKED` (the loop pauses beyond it).
+
 Commits: after a flush of the producer, the lowest unfinished offset of each
-partition still assigned (see `offsets`). On a rebalance, the finished prefix
-of the partitions being taken away is committed before they go.
+partition still assigned (see `offsets`). On a rebalance, the producer is
+flushed (briefly) and the finished prefix of the partitions being taken away
+is committed before they go.
 
 Stopping (SIGTERM, SIGINT): the signal handler only sets the run state's stop
 flag. The loop then stops polling, gives in-flight work `drain_seconds` to
@@ -42,7 +52,7 @@ import structlog
 from consumer.broker import EventSink, Message, Skipped, UploadSource
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, Partition
-from consumer.processing import HandedBack, Unpublishable, UploadProcessor
+from consumer.processing import HandedBack, OutboundRecord, Unpublishable, UploadProcessor
 from consumer.settings import Settings
 
 log = structlog.get_logger("deepscreen")
@@ -50,6 +60,12 @@ log = structlog.get_logger("deepscreen")
 _POLL_S = 0.2
 _PAUSED_POLL_EVERY_S = 1.0  # while paused, poll this often so rebalances are still seen
 _LAG_EVERY_S = 10.0
+# Outcomes queued on the producer and not yet acknowledged, at most (beyond: pause). The
+# producer's own buffer bounds their bytes; this bounds what a crash makes us redo.
+_MAX_UNACKED = 1000
+# On a rebalance, wait this long at most for queued outcomes before committing what is
+# finished (runs on the consumer's IO thread; the producer's acks arrive on its own).
+_REVOKE_FLUSH_S = 1.0
 
 # The shutdown after the drain takes at most this long: SIGTERM → exit is at most
 # `drain_seconds` + this (plus the loop's last turn, a fraction of a second). Each step
@@ -195,6 +211,7 @@ class Service:
         )
         self._futures: set[Future[None]] = set()
         self._lock = threading.Lock()
+        self._working = 0  # messages a worker is preparing (not those awaiting acks)
         self._slot_freed = threading.Event()
         self._closers = closers or []
 
@@ -245,7 +262,11 @@ class Service:
         partitions it assigns.
         """
         state = self.state
-        room = state.room(self.settings.kafka.max_in_flight - self._tracker.in_flight())
+        with self._lock:
+            working = self._working
+        unacked = self._tracker.in_flight() - working
+        room = state.room(self.settings.kafka.max_in_flight - working)
+        room = min(room, _MAX_UNACKED - unacked)
         if room <= 0:
             self._source.pause(self._source.assignment())
             state.paused = True
@@ -322,14 +343,19 @@ class Service:
         self._tracker.started(message.where, message.offset)
         self.metrics.uploads.inc()
         self.metrics.in_flight.inc()
-        future = self._pool.submit(self._work, message)
+        with self._lock:
+            self._working += 1
+        self._submit(self._work, message)
+
+    def _submit(self, work: Callable[..., None], *args: object) -> None:
+        future = self._pool.submit(work, *args)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
     def _work(self, message: Message) -> None:
         try:
-            self._processor.process(message)
+            records = self._processor.prepare(message)
         except HandedBack:
             log.info("handed_back", partition=message.partition, offset=message.offset)
             return
@@ -337,8 +363,53 @@ class Service:
             self._tracker.block(message.where, message.offset)
             return
         finally:
+            with self._lock:
+                self._working -= 1
             self.metrics.in_flight.dec()
             self._slot_freed.set()
+        self._send_outcome(message, records)
+
+    def _send_outcome(self, message: Message, records: list[OutboundRecord]) -> None:
+        """Queue the records; the offset is finished once the broker has them all."""
+        if not records:
+            self._finished(message)
+            return
+        pending = _PendingOutcome(len(records))
+
+        def acknowledged() -> None:
+            if pending.acknowledged():
+                self._finished(message)
+
+        def failed(error: Exception) -> None:
+            if pending.failed():
+                log.warning("publish_retry", error=str(error), partition=message.partition,
+                            offset=message.offset)  # fmt: skip
+                self._republish_later(message, records)
+
+        for record in records:
+            self._sink.send_async(
+                record.topic, record.key, record.value, record.headers, acknowledged, failed
+            )
+
+    def _republish_later(self, message: Message, records: list[OutboundRecord]) -> None:
+        """On a worker: called from the producer's thread, which must not wait."""
+        try:
+            self._submit(self._republish, message, records)
+        except RuntimeError:  # the pool is shut down: stopping; the offset stays uncommitted
+            log.info("handed_back", partition=message.partition, offset=message.offset)
+
+    def _republish(self, message: Message, records: list[OutboundRecord]) -> None:
+        try:
+            self._processor.republish(message, records)
+        except HandedBack:
+            log.info("handed_back", partition=message.partition, offset=message.offset)
+            return
+        except Unpublishable:
+            self._tracker.block(message.where, message.offset)
+            return
+        self._finished(message)
+
+    def _finished(self, message: Message) -> None:
         self._tracker.finished(message.where, message.offset)
         self.state.outcome()
         self._slot_freed.set()
@@ -350,27 +421,33 @@ class Service:
     # -- commits ---------------------------------------------------------------
 
     def _commit(self) -> None:
-        positions = self._tracker.committable()
-        if not positions:
-            return
         try:
-            self._flush_and_commit(positions)
+            self._flush_and_commit()
         except Exception as error:  # the next cycle retries; nothing is lost, maybe redone
             log.warning("commit_failed", error=f"{type(error).__name__}: {error}")
 
-    def _flush_and_commit(self, positions: dict[Partition, int]) -> None:
-        """Flush the producer (every outcome before `positions` is on the broker), commit."""
+    def _flush_and_commit(self) -> dict[Partition, int]:
+        """Flush the producer (queued outcomes are acknowledged, so their offsets finish),
+        then commit what is finished; what was committed."""
         self._sink.flush(timeout_s=self.settings.kafka.flush_timeout_s)
-        self._source.commit(positions)
-        self._tracker.committed(positions)
+        positions = self._tracker.committable()
+        if positions:
+            self._source.commit(positions)
+            self._tracker.committed(positions)
+        return positions
 
     def on_partitions_revoked(self, revoked: set[Partition]) -> None:
         """Commit what is finished on the partitions leaving us, and stop committing them.
 
-        Runs on the Kafka client's IO thread, so the commit must not block. No
-        producer flush is needed first: a worker marks an offset finished only
-        after the broker acknowledged its events.
+        Runs on the Kafka client's IO thread, so the commit must not block; the
+        producer is flushed first for at most `_REVOKE_FLUSH_S` so that outcomes
+        already queued count as finished (an offset is finished only once the
+        broker acknowledged its events; what is not is screened again).
         """
+        try:
+            self._sink.flush(timeout_s=_REVOKE_FLUSH_S)
+        except Exception as error:  # only more duplicates for the next owner
+            log.warning("flush_failed", error=f"{type(error).__name__}: {error}")
         positions = {p: o for p, o in self._tracker.committable().items() if p in revoked}
         try:
             self._source.commit_nowait(positions)
@@ -462,21 +539,25 @@ class Service:
     def _final_commit(self, timeout_s: float) -> None:
         """Flush and commit what finished, synchronously, within `timeout_s`: retried
         while there is time, logged either way (`final_commit`, `final_commit_failed`)."""
-        positions = self._tracker.committable()
-        if not positions:
+        if self._tracker.in_flight() == 0 and not self._tracker.committable():
             return
-        where = {f"{p.topic}/{p.partition}": offset for p, offset in positions.items()}
+        committed: list[dict[Partition, int]] = []
         deadline = time.monotonic() + timeout_s
         while True:
             error = self._within(
-                "commit", lambda: self._flush_and_commit(positions), deadline - time.monotonic()
+                "commit",
+                lambda: committed.append(self._flush_and_commit()),
+                deadline - time.monotonic(),
             )
             if error is None:
+                positions = committed[-1] if committed else {}
+                where = {f"{p.topic}/{p.partition}": offset for p, offset in positions.items()}
                 log.info("final_commit", positions=where)
                 return
             if isinstance(error, _Overran) or time.monotonic() + _COMMIT_RETRY_S >= deadline:
                 break
             time.sleep(_COMMIT_RETRY_S)
+        where = {f"{p.topic}/{p.partition}": o for p, o in self._tracker.committable().items()}
         log.error(
             "final_commit_failed", positions=where, error=f"{type(error).__name__}: {error}",
             effect="work finished since the last commit is screened again (same event ids)",
@@ -499,3 +580,25 @@ class Service:
         if thread.is_alive():
             return _Overran(f"still running after {timeout_s:.2f} s; left behind")
         return failed[0] if failed else None
+
+
+class _PendingOutcome:
+    """The acknowledgements one outcome still waits for; its first failure is reported once."""
+
+    def __init__(self, records: int) -> None:
+        self._lock = threading.Lock()
+        self._left = records
+        self._failed = False
+
+    def acknowledged(self) -> bool:
+        """True when this acknowledgement completes the outcome (and none failed)."""
+        with self._lock:
+            self._left -= 1
+            return self._left == 0 and not self._failed
+
+    def failed(self) -> bool:
+        """True for the first failure: the outcome must be sent again."""
+        with self._lock:
+            first = not self._failed
+            self._failed = True
+            return first

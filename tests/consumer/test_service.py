@@ -429,3 +429,93 @@ def test_a_stop_ends_within_the_drain_plus_the_teardown_bound_even_if_closing_ha
         screen.release("v-1")
         sink.unstuck.set()
         stuck_closer.set()
+
+
+class DeferredAckSink(InMemoryEventSink):
+    """A broker whose acknowledgements arrive only when the test lets them (`acknowledge`).
+
+    `fail_first` sends fail asynchronously (retriable, as in an outage) instead.
+    """
+
+    def __init__(self, fail_first: int = 0) -> None:
+        super().__init__()
+        self.waiting: list[Callable[[], None]] = []
+        self.fail_first = fail_first
+        self.flushes = 0
+
+    def send_async(
+        self, topic: str, key: bytes | None, value: bytes, headers: Any,
+        acknowledged: Callable[[], None], failed: Callable[[PublishError], None],
+    ) -> None:  # fmt: skip
+        with self._lock:
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                failed(PublishError("KafkaTimeoutError", "no answer", retriable=True))
+                return
+            self.waiting.append(acknowledged)
+        self.send(topic, key, value, headers)  # recorded as sent, not yet acknowledged
+
+    def acknowledge(self) -> None:
+        with self._lock:
+            waiting, self.waiting = self.waiting, []
+        for ack in waiting:
+            ack()
+
+    def flush(self, timeout_s: float) -> None:
+        self.flushes += 1
+
+
+def test_a_worker_takes_the_next_upload_while_the_previous_outcome_awaits_its_ack() -> None:
+    sink = DeferredAckSink()
+    service, source, _ = service_for(uploads(4, partitions=1), SlowScreen(0.01), sink=sink,
+                                     max_in_flight=1)  # fmt: skip
+    runner = threading.Thread(target=service.run, kwargs={"max_messages": 4})
+    runner.start()
+    try:
+        # one worker, no acknowledgement yet: all four were screened and queued regardless
+        until(lambda: len(sink.on("verdicts")) == 4)
+        time.sleep(0.2)  # commit cycles pass: nothing acknowledged, nothing committed past 0
+        assert source.committed().get(P0, 0) == 0
+        assert service._tracker.in_flight() == 4
+        sink.acknowledge()
+        runner.join(10)
+        assert not runner.is_alive()
+        assert source.committed() == {P0: 4}
+    finally:
+        service.stop()
+        runner.join(10)
+
+
+def test_an_outcome_whose_send_fails_is_sent_again_and_only_then_committed() -> None:
+    sink = DeferredAckSink(fail_first=1)
+    service, source, _ = service_for(uploads(2, partitions=1), SlowScreen(0.01), sink=sink,
+                                     max_in_flight=1)  # fmt: skip
+    runner = threading.Thread(target=service.run, kwargs={"max_messages": 2})
+    runner.start()
+    try:
+        # the first verdict's queued send failed: the republish sends it (waiting for its
+        # acknowledgement, so it is finished by then); the second awaits its ack
+        until(lambda: verdict_ids(sink) == {"v-0", "v-1"})
+        until(lambda: source.committed() == {P0: 1})
+        sink.acknowledge()
+        runner.join(10)
+        assert source.committed() == {P0: 2}
+        assert [json.loads(e.value)["data"]["video_id"] for e in sink.on("verdicts")].count(
+            "v-0"
+        ) == 1  # the failed send never reached the broker; the republish did, once
+    finally:
+        service.stop()
+        runner.join(10)
+
+
+def test_queued_outcomes_are_flushed_and_committed_before_a_stop_ends() -> None:
+    sink = DeferredAckSink()
+    sink.flush = lambda timeout_s: sink.acknowledge()  # type: ignore[method-assign]
+    service, source, _ = service_for(uploads(3, partitions=1), SlowScreen(0.01), sink=sink,
+                                     commit_interval_s=60)  # fmt: skip
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    until(lambda: len(sink.on("verdicts")) == 3)
+    service.stop()
+    runner.join(10)
+    assert source.committed() == {P0: 3}
