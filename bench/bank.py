@@ -1,6 +1,10 @@
-"""Lookup latency and memory of the bank's Hamming indexes, by bank size, flat and multi-hash.
+"""The bank: lookups and memory by size, a new replica's load from the topic, hashing cost.
 
-    python -m bench.bank [--sizes 10000,100000,1000000] [--queries 200] [--json OUT]
+    python -m bench.bank [--parts lookup,load,hashing] [--sizes 10000,100000,1000000]
+                         [--queries 200] [--load-hashes 1000000] [--clips DIR] [--json OUT]
+
+**lookup**: latency and memory of the bank's Hamming indexes, by bank size, flat and
+multi-hash.
 
 For each size N and each index (`FaissFlatIndex`, `FaissMultiHashIndex`), a bank of N
 frame hashes (and as many face-tile hashes) is built from synthetic videos: each video is
@@ -19,6 +23,21 @@ videos (every hash moved 8 bits) and half unrelated videos. Figures:
 
 FAISS runs on `--faiss-threads` OpenMP threads (default 1): on a loaded machine, two
 threads made one 32-hash search of a 10k flat index take 0.4 ms or 50 ms by turns.
+
+**load**: what a new replica does at start. A bank of `--load-hashes` frame hashes (as many
+face-tile hashes; videos made as above) is written to a bank topic of an embedded broker
+(Tansu, `consumer.embedded`), one record an entry as the service writes them
+(`consumer.bank_topic.encode_entry`); then a `BankReader` over a `KafkaBankLog` (the
+service's reader) reads it from the beginning into an empty `Bank` until it is caught up.
+Reported: the records and bytes on the topic, the seconds until caught up, of which adding
+the entries to the bank (`Bank.add`), and the process's resident memory growth.
+
+**hashing**: the known-fakes signal's cost in screening, on the shared clips (`--clips`):
+`Detector.screen_timed` (a scorer that does not run a model) hashes the frames it decodes
+for the windows, so the hash stage is PDQ alone (`StageTimes.hash_s`), beside the decode and
+faces stages it shares them with; and `Detector.hash_whole` (what a ruling whose hashes are
+no longer cached costs: every frame decoded, every 5th hashed with its faces), in seconds
+a video-minute.
 """
 
 from __future__ import annotations
@@ -31,11 +50,14 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import CpuMeter, bench_main, cpu_line, host, table
+from bench._common import REPO_ROOT, CpuMeter, bench_main, cpu_line, host, table
 from detector.bank import Bank, BankEntry
 from detector.hash_index import FaissFlatIndex, FaissMultiHashIndex, HammingIndex
 from detector.hashing import PdqFeature, VideoHashes, bits_to_hex
 from schemas.decision import Decision
+
+PARTS = ("lookup", "load", "hashing")
+DEFAULT_CLIPS = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
 
 INDEXES: dict[str, type[FaissFlatIndex] | type[FaissMultiHashIndex]] = {
     "flat": FaissFlatIndex,
@@ -143,12 +165,143 @@ def measure(size: int, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class _TimedBank(Bank):
+    """A `Bank` that adds up the time spent in `add` (the reader's share of a load)."""
+
+    add_s = 0.0
+
+    def add(self, entry: BankEntry) -> None:
+        tick = time.perf_counter()
+        super().add(entry)
+        self.add_s += time.perf_counter() - tick
+
+
+def load_from_topic(args: argparse.Namespace) -> dict[str, Any]:
+    """A new replica's start: a bank of `--load-hashes` frame hashes read from the bank topic."""
+    import logging
+
+    from kafka import KafkaProducer
+
+    from consumer.bank_topic import BankReader, KafkaBankLog, encode_entry
+    from consumer.embedded import EmbeddedBroker
+    from consumer.settings import KafkaSettings
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # "connection refused" at start
+    rng = np.random.default_rng(args.seed)
+    videos = args.load_hashes // args.frames
+    topic = "deepscreen.bank"
+    with EmbeddedBroker() as broker:
+        broker.create_topics({topic: args.load_partitions})
+        producer = KafkaProducer(
+            bootstrap_servers=broker.bootstrap, acks="all", linger_ms=20,
+            batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+        )  # fmt: skip
+        started = time.perf_counter()
+        topic_bytes = 0
+        for number in range(videos):
+            frame_codes, face_codes = synthetic_video(rng, args.frames)
+            hashes = VideoHashes(frames=as_features(frame_codes), faces=as_features(face_codes))
+            key, value = encode_entry(
+                BankEntry.from_hashes(f"video-{number}", Decision.CONFIRMED_FAKE, "bench", hashes)
+            )
+            producer.send(topic, key=key, value=value)
+            topic_bytes += len(key) + len(value)
+        producer.flush(timeout=600)
+        producer.close()
+        write_s = time.perf_counter() - started
+
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap, bank_topic=topic)
+        rss_before = rss_bytes()
+        bank = _TimedBank()
+        reader = BankReader(KafkaBankLog(settings), bank)
+        started = time.perf_counter()
+        caught_up = reader.run_until_caught_up(args.load_timeout)
+        load_s = time.perf_counter() - started
+        rss_growth = rss_bytes() - rss_before
+        reader.close()
+    if not caught_up or len(bank) != videos:
+        raise SystemExit(f"error: {len(bank)} of {videos} entries read in {load_s:.0f} s")
+    return {
+        "frame_hashes": videos * args.frames,
+        "face_hashes": videos * args.frames,
+        "records": videos,
+        "partitions": args.load_partitions,
+        "topic_mib": topic_bytes / 1024**2,
+        "write_s": write_s,
+        "load_s": load_s,
+        "bank_add_s": bank.add_s,
+        "rss_growth_mib": rss_growth / 1024**2,
+    }
+
+
+def hashing_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds of the hash stage a video-minute in screening, and of a whole-video hash."""
+    from detector.media_files import video_files
+    from detector.pipeline import Detector
+    from detector.probe import Probe
+    from detector.scoring import InMemoryScorer
+
+    clips = video_files(args.clips)[: args.clip_limit or None]
+    if not clips:
+        raise SystemExit(f"error: no videos under {args.clips}")
+    detector = Detector(InMemoryScorer(rule=lambda clip: 0.1))  # no model: not measured here
+    rows: list[dict[str, Any]] = []
+    try:
+        detector.screen_timed(clips[0])  # MediaPipe's and PDQ's first calls: not measured
+        for path in clips:
+            screened = detector.screen_timed(path)
+            probe = screened.extraction.probe if screened.extraction else None
+            if not isinstance(probe, Probe):
+                continue
+            times = screened.times
+            tick = time.perf_counter()
+            whole = detector.hash_whole(path)
+            whole_s = time.perf_counter() - tick
+            rows.append(
+                {
+                    "clip": path.name,
+                    "minutes": probe.duration_s / 60,
+                    "frames_analyzed": screened.verdict.frames_analyzed,
+                    "decode_s": times.decode_s,
+                    "faces_s": times.faces_s,
+                    "hash_s": times.hash_s,
+                    "frames_hashed": len(screened.hashes.frames) if screened.hashes else 0,
+                    "whole_s": whole_s,
+                    "whole_frames_hashed": len(whole.frames),
+                }
+            )
+    finally:
+        detector.close()
+    minutes = sum(r["minutes"] for r in rows)
+
+    def per_minute(name: str) -> float:
+        return sum(r[name] for r in rows) / minutes
+
+    return {
+        "clips": len(rows),
+        "video_minutes": minutes,
+        "frames_analyzed": sum(r["frames_analyzed"] for r in rows),
+        "frames_hashed": sum(r["frames_hashed"] for r in rows),
+        "screen_decode_s_per_min": per_minute("decode_s"),
+        "screen_faces_s_per_min": per_minute("faces_s"),
+        "screen_hash_s_per_min": per_minute("hash_s"),
+        "whole_hash_s_per_min": per_minute("whole_s"),
+        "whole_frames_hashed": sum(r["whole_frames_hashed"] for r in rows),
+        "per_clip": rows,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import faiss
 
     faiss.omp_set_num_threads(args.faiss_threads)
     meter = CpuMeter()
-    rows = [measure(size, kind, args) for size in args.sizes for kind in args.indexes]
+    parts = set(args.parts)
+    rows = (
+        [measure(size, kind, args) for size in args.sizes for kind in args.indexes]
+        if "lookup" in parts
+        else []
+    )
     return {
         "host": host(),
         "faiss": faiss.__version__,
@@ -156,30 +309,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "frames_per_video": args.frames,
         "queries": args.queries,
         "rows": rows,
+        "load": load_from_topic(args) if "load" in parts else None,
+        "hashing": hashing_cost(args) if "hashing" in parts else None,
         "cpu": meter.read(),
     }
 
 
 def report(result: dict[str, Any]) -> str:
     machine = result["host"]
-    headers = [
-        "frame hashes", "index", "build s", "index MiB", "RSS +MiB", "search ms med",
-        "search p99", "match ms med", "match p99", "copies", "others",
-    ]  # fmt: skip
-    rows = [_row(r) for r in result["rows"]]
-    return "\n".join(
-        [
+    lines = [
+        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs ({machine['cpu_affinity']}"
+        f" usable), python {machine['python']}, faiss {result['faiss']}"
+        f" ({result['faiss_threads']} threads)",
+        cpu_line(result["cpu"]),
+    ]
+    if result["rows"]:
+        headers = [
+            "frame hashes", "index", "build s", "index MiB", "RSS +MiB", "search ms med",
+            "search p99", "match ms med", "match p99", "copies", "others",
+        ]  # fmt: skip
+        lines += [
+            "",
             "bank lookups: one upload = "
             f"{result['frames_per_video']} frame and {result['frames_per_video']} face hashes, "
             f"{result['queries']} uploads a size (half of them copies of banked videos)",
-            f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs ({machine['cpu_affinity']}"
-            f" usable), python {machine['python']}, faiss {result['faiss']}"
-            f" ({result['faiss_threads']} threads)",
-            cpu_line(result["cpu"]),
-            "",
-            table(headers, rows),
+            table(headers, [_row(r) for r in result["rows"]]),
         ]
-    )
+    load = result.get("load")
+    if load:
+        lines += [
+            "",
+            "a new replica loads the bank from the bank topic (embedded Tansu, BankReader)",
+            _load_table(load),
+        ]
+    hashing = result.get("hashing")
+    if hashing:
+        lines += [
+            "",
+            f"hashing cost: {hashing['clips']} clips, {hashing['video_minutes']:.2f} video-minutes"
+            f", {hashing['frames_analyzed']} frames decoded for the windows, "
+            f"{hashing['frames_hashed']} of them hashed (with their faces)",
+            _hashing_table(hashing),
+        ]
+    return "\n".join(lines)
+
+
+def _load_table(load: dict[str, Any]) -> str:
+    headers = [
+        "frame hashes", "face hashes", "records", "partitions", "topic MiB", "caught up s",
+        "of which Bank.add s", "RSS +MiB",
+    ]  # fmt: skip
+    row = [
+        f"{load['frame_hashes']:,}", f"{load['face_hashes']:,}", f"{load['records']:,}",
+        load["partitions"], f"{load['topic_mib']:.0f}", f"{load['load_s']:.1f}",
+        f"{load['bank_add_s']:.1f}", f"{load['rss_growth_mib']:.0f}",
+    ]  # fmt: skip
+    return table(headers, [row])
+
+
+def _hashing_table(hashing: dict[str, Any]) -> str:
+    headers = ["seconds a video-minute", "decode", "faces", "hash (PDQ)", "total"]
+    screening = [hashing[f"screen_{stage}_s_per_min"] for stage in ("decode", "faces", "hash")]
+    rows = [
+        ["screening (sampled windows)", *(f"{v:.2f}" for v in screening),
+         f"{sum(screening):.2f}"],
+        ["a ruling's content hashed whole", "", "", "", f"{hashing['whole_hash_s_per_min']:.2f}"],
+    ]  # fmt: skip
+    return table(headers, rows)
 
 
 def _row(r: dict[str, Any]) -> list[str]:
@@ -211,6 +407,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="OpenMP threads of FAISS (1: an upload's lookup is small; on a busy machine more"
         " threads spin and wait for each other)",
     )
+    parser.add_argument(
+        "--parts", type=lambda text: [v for v in text.split(",") if v], default=list(PARTS),
+        help="lookup,load,hashing",
+    )  # fmt: skip
+    parser.add_argument("--load-hashes", type=int, default=1_000_000, help="load: frame hashes")
+    parser.add_argument("--load-partitions", type=int, default=1)
+    parser.add_argument("--load-timeout", type=float, default=3600.0)
+    parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="hashing: videos")
+    parser.add_argument("--clip-limit", type=int, default=0, help="hashing: first N (0: all)")
     parser.add_argument("--json", dest="json_out", type=Path, default=None)
     return parser.parse_args(argv)
 

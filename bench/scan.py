@@ -204,8 +204,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else None
             )
             cache = DerivedCache(args.derived_dir or Path(scratch) / "derived")
+            defaults = CpuInferenceConfig()
             inner = build_cpu_scorer(
-                loaded, backend, cache=cache, max_batch=args.batch, calibration=calibration
+                loaded,
+                backend,
+                cache=cache,
+                max_batch=args.batch,
+                calibration=calibration,
+                self_calibration_clips=defaults.calibration_clips if defaults.self_calibrate else 0,
             )
         else:
             inner = TorchScorer(loaded, max_batch=args.batch)
@@ -421,9 +427,12 @@ def report_many(result: dict[str, Any]) -> str:
     )
     for label, key, fmt in labels:
         rows.append([label, *(fmt.format(medians[p][key]) for p in profiles)])
-    for stage in (*STAGES, "idle"):
+    for stage in STAGES:
         shares = (f"{medians[p]['busy_pct'][stage]:.0f}" for p in profiles)
         rows.append([f"{stage} busy, % of wall", *shares])
+    rows.append(
+        ["no stage busy, % of wall", *(f"{medians[p]['busy_pct']['idle']:.0f}" for p in profiles)]
+    )
     rows.append(["model backend", *(medians[p]["config"]["backend"] for p in profiles)])
     rows.append(
         ["others' CPU s (max of runs)", *(f"{medians[p]['others_cpu_s']:.1f}" for p in profiles)]

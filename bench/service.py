@@ -60,7 +60,6 @@ DEFAULT_VIDEOS = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 UPLOADS, FLAGS, VERDICTS, DLQ = "media.uploads", "moderation.flags", "screening.verdicts", "dlq"
 UPLOAD_PARTITIONS = 2
-MAX_IN_FLIGHT = 4
 EXTRACTION_WORKERS = 2
 PHASES = {
     "cache-memory": "cache hit, in-process cache",
@@ -366,7 +365,6 @@ def run_phase(
                 flags=FLAGS,
                 verdicts=VERDICTS,
                 dlq=DLQ,
-                max_in_flight=MAX_IN_FLIGHT,
             ),
             redis=RedisSettings(url=cache_url, key_prefix=prefix, verdict_ttl_s=3600),
             media=MediaSettings(file_roots=(videos.resolve(), scratch.resolve())),
@@ -563,6 +561,7 @@ def write_reference_model(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from consumer.settings import KafkaSettings  # the service's default max_in_flight
     files = sorted(args.videos.glob("**/*.mp4"))
     if not files:
         raise SystemExit(f"error: no **/*.mp4 under {args.videos}")
@@ -598,7 +597,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "redis": redis_url or None,
             "model": phases[0]["model"],
             "device": "cpu",
-            "max_in_flight": MAX_IN_FLIGHT,
+            "max_in_flight": KafkaSettings().max_in_flight,
             "extraction_workers": EXTRACTION_WORKERS,
             "upload_partitions": UPLOAD_PARTITIONS,
             "detector": "DetectorSettings defaults otherwise (windows 8, batch 32, wait 20 ms)",

@@ -42,6 +42,7 @@ from schemas.dead_letter import DeadLetter
 from schemas.verdict import Signal
 
 UPLOADS, FLAGS, VERDICTS, DLQ = "media.uploads", "moderation.flags", "screening.verdicts", "dlq"
+DECISIONS, BANK = "moderation.decisions", "deepscreen.bank"
 
 
 def local_redis_url(url: str = "redis://127.0.0.1:6379/0") -> str:
@@ -98,7 +99,7 @@ def run_demo(
         )
 
         with EmbeddedBroker() as broker:
-            broker.create_topics({UPLOADS: 2, FLAGS: 1, VERDICTS: 1, DLQ: 1})
+            broker.create_topics({UPLOADS: 2, FLAGS: 1, VERDICTS: 1, DLQ: 1, DECISIONS: 1, BANK: 1})
             cache_url = local_redis_url()
             echo(f"broker: embedded Kafka-compatible (Tansu) at {broker.bootstrap}")
             echo(f"cache: {'Redis at ' + cache_url if cache_url else 'in-process (no Redis)'}")
@@ -112,6 +113,8 @@ def run_demo(
                     dlq=DLQ,
                     max_poll_interval_ms=60_000,
                     max_in_flight=4,
+                    decisions_topic=DECISIONS,
+                    bank_topic=BANK,
                 ),
                 redis=RedisSettings(url=cache_url, key_prefix=f"deepscreen-demo:{time.time()}"),
                 media=MediaSettings(file_roots=(videos.resolve(), scratch.resolve())),

@@ -1,7 +1,9 @@
 """`/healthz`, `/readyz` and `/metrics` for Kubernetes probes and Prometheus.
 
-- `/healthz`: the process is up and its polling loop has not died (liveness).
-- `/readyz`: the model is loaded, the loop is running and the broker answers
+- `/healthz`: the process is up and its polling loop (and the decisions loop)
+  has not died (liveness).
+- `/readyz`: the model is loaded, the loop is running, the broker answers and
+  the bank of known fakes has caught up with its topic (`bank_caught_up`)
   (readiness: take traffic, count towards the group).
 - `/metrics`: the service's Prometheus registry.
 

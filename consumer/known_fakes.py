@@ -49,6 +49,11 @@ class KnownFakesRuntime:
         """For `/readyz`: the bank has read what its topic held at start; its reader lives."""
         return {"bank_caught_up": self.reader.caught_up, "bank_reader_alive": self.reader.alive}
 
+    def wait_bank(self, timeout_s: float) -> bool:
+        """Up to `timeout_s` for the bank to catch up; True once it has, or once its reader
+        died (nothing more will come: screening goes on, `/readyz` says why)."""
+        return self.reader.wait_caught_up(timeout_s) or not self.reader.alive
+
     def live_checks(self, stale_after_s: float) -> dict[str, bool]:
         """For `/healthz`: the decisions loop has not died."""
         return {"decisions_polling": self.decisions.alive(stale_after_s)}

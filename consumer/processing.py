@@ -11,7 +11,12 @@ This is what a worker thread does with a message. The rules:
 - a video that cannot be decoded, or shows no face, is a verdict, not a dead
   letter: the moderator and the audit trail need to know;
 - the verdict is looked up by (model sha256, content sha256) first; a hit is
-  republished for this upload with `cache_hit: true` and not decoded again;
+  republished for this upload with `cache_hit: true` and not decoded again,
+  its known-fakes finding redone against the bank as it is now (from the
+  content's hashes, cached beside the verdict), so a moderator's ruling made
+  since the verdict was cached is never contradicted by it;
+- nothing is screened or served before the bank has been read at start
+  (bounded: after `known_fakes.catch_up_wait_s` it goes on with what it has);
 - when the service is stopping, work that has not been published is handed
   back (not marked finished, so not committed) rather than rushed.
 
@@ -36,10 +41,12 @@ from typing import NoReturn, Protocol
 import structlog
 
 from consumer.broker import EventSink, Headers, Message, PublishError
-from consumer.cache import CacheKey, VerdictCache
+from consumer.cache import CacheKey, HashesKey, VerdictCache
 from consumer.media import FetchError, MediaFetcher
 from consumer.metrics import Metrics
 from consumer.settings import Settings
+from detector.hashing import VideoHashes
+from detector.pipeline import Screening
 from schemas.cloudevents import flag_event, verdict_event
 from schemas.dead_letter import DeadLetter, bounded_original
 from schemas.envelope import InvalidUpload, parse_upload
@@ -53,6 +60,11 @@ log = structlog.get_logger("deepscreen")
 # Outcomes of a moment (a timeout, a crash) that another try may not repeat: not cached.
 _TRANSIENT = frozenset({Reason.DECODE_TIMEOUT, Reason.DECODER_CRASHED})
 _TRANSIENT_CREDENTIALS = frozenset({ProvenanceReason.READ_TIMEOUT, ProvenanceReason.READER_CRASHED})
+
+
+def _was_hashed(verdict: ScreeningVerdict) -> bool:
+    """Whether screening hashed the content: the bank was asked and frames were decoded."""
+    return verdict.signal(Signal.KNOWN_FAKES) is not None and verdict.frames_analyzed > 0
 
 
 def _cacheable(verdict: ScreeningVerdict) -> bool:
@@ -92,7 +104,30 @@ class HandedBack(Exception):
     """The service is stopping; this message stays uncommitted and will be redelivered."""
 
 
-ScreenFn = Callable[..., ScreeningVerdict]
+# `Detector.screen` (a verdict) or `Detector.screen_timed` (with the content's hashes too).
+ScreenFn = Callable[..., ScreeningVerdict | Screening]
+RefreshFn = Callable[[ScreeningVerdict, VideoHashes | None], ScreeningVerdict]
+
+
+def _always_caught_up(timeout_s: float) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class KnownFakesView:
+    """What the processor needs of the known-fakes signal: keep cached verdicts true to the bank.
+
+    `hashing` is `hashing_fingerprint` of the detector's hashing configuration
+    (the cache keeps a content's hashes under it); `refresh` is
+    `Detector.refresh`; `wait_caught_up(timeout_s)` is True once the bank has
+    read its topic at start (`BankReader.wait_caught_up`); an upload waits for
+    it at most `catch_up_wait_s`.
+    """
+
+    hashing: str
+    refresh: RefreshFn
+    wait_caught_up: Callable[[float], bool] = _always_caught_up
+    catch_up_wait_s: float = 0.0
 
 
 class UploadProcessor:
@@ -108,8 +143,13 @@ class UploadProcessor:
         metrics: Metrics,
         stopping: StopFlag,
         policy: str = "",
+        known_fakes: KnownFakesView | None = None,
     ) -> None:
-        """`policy` is the detector's `policy_fingerprint()`, part of every cache key."""
+        """`policy` is the detector's `policy_fingerprint()`, part of every cache key.
+
+        Without `known_fakes` no hashes are cached and cached verdicts are served as
+        they were screened.
+        """
         self._settings = settings
         self._screen = screen
         self._model_sha256 = model_sha256
@@ -119,6 +159,9 @@ class UploadProcessor:
         self._sink = sink
         self._metrics = metrics
         self._stopping = stopping
+        self._known_fakes = known_fakes
+        self._bank_read = known_fakes is None  # latches: caught up, or waited long enough
+        self._made = time.monotonic()
         self._owner = f"deepscreen-{uuid.uuid4().hex[:12]}"
         self._outbox = threading.local()  # while `prepare` runs on a thread: its records
 
@@ -246,6 +289,7 @@ class UploadProcessor:
     def _screened(
         self, upload: VideoUploaded, path: Path, content_sha256: str, started: float
     ) -> ScreeningVerdict:
+        self._await_bank()
         key = CacheKey(self._model_sha256, content_sha256, policy=self._policy)
         cached = self._cached(upload, key, started)
         if cached:
@@ -256,13 +300,21 @@ class UploadProcessor:
             if cached:
                 return cached
         try:
-            verdict = self._screen(
+            screened = self._screen(
                 path, video_id=upload.video_id, uri=upload.uri, content_sha256=content_sha256
+            )
+            verdict, hashes = (
+                (screened.verdict, screened.hashes)
+                if isinstance(screened, Screening)
+                else (screened, None)
             )
             verdict = verdict.model_copy(
                 update={"processing_ms": round((time.monotonic() - started) * 1000)}
             )
             self._metrics.observe_provenance(verdict.provenance)
+            if hashes is not None and self._known_fakes is not None:
+                # Before the verdict: whoever sees the verdict may rule on it, from these.
+                self._cache.put_hashes(self._hashes_key(content_sha256), hashes)
             if _cacheable(verdict):
                 self._cache.put(key, verdict)
             return verdict
@@ -270,10 +322,34 @@ class UploadProcessor:
             if claimed:
                 self._cache.release(key, self._owner)
 
+    def _await_bank(self) -> None:
+        """Wait until the bank has read its topic (it may hold this upload's ruling).
+
+        Bounded: `catch_up_wait_s` after the processor was made, uploads go on against
+        the entries read so far (logged once; `/readyz` says the bank is behind).
+        """
+        if self._bank_read or self._known_fakes is None:
+            return
+        view = self._known_fakes
+        deadline = self._made + view.catch_up_wait_s
+        while not view.wait_caught_up(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if self._stopping.is_set():
+                raise HandedBack
+            if time.monotonic() >= deadline:
+                if not self._bank_read:
+                    log.warning("bank_not_caught_up", waited_s=view.catch_up_wait_s,
+                                effect="screening against the entries read so far")  # fmt: skip
+                break
+        self._bank_read = True
+
+    def _hashes_key(self, content_sha256: str) -> HashesKey:
+        assert self._known_fakes is not None
+        return HashesKey(self._known_fakes.hashing, content_sha256)
+
     def _cached(
         self, upload: VideoUploaded, key: CacheKey, started: float
     ) -> ScreeningVerdict | None:
-        hit = self._cache.get(key)
+        hit = self._current(self._cache.get(key))
         if hit is None:
             self._metrics.cache_misses.inc()
             return None
@@ -287,10 +363,31 @@ class UploadProcessor:
         while time.monotonic() < deadline:
             if self._stopping.wait(self._settings.redis.claim_poll_s):
                 raise HandedBack
-            hit = self._cache.get(key)
+            hit = self._current(self._cache.get(key))
             if hit is not None:
                 return self._as_cache_hit(hit, upload, started)
         return None  # the other replica died or is slow: screen it ourselves
+
+    def _current(self, hit: ScreeningVerdict | None) -> ScreeningVerdict | None:
+        """A cached verdict with its known-fakes finding redone against the bank as it is now.
+
+        None (a miss: screened again) when that cannot be done in full: the content
+        was hashed when screened but its hashes have left the cache (they are evicted
+        apart from the verdict), or the entry is broken.
+        """
+        if hit is None or self._known_fakes is None:
+            return hit
+        hashes = self._cache.get_hashes(self._hashes_key(hit.content_sha256))
+        if hashes is None and _was_hashed(hit):
+            log.info("cached_hashes_missing", content_sha256=hit.content_sha256,
+                     effect="screened again")  # fmt: skip
+            return None
+        try:
+            return self._known_fakes.refresh(hit, hashes)
+        except ValueError as broken:
+            log.warning("cached_verdict_unusable", content_sha256=hit.content_sha256,
+                        error=str(broken), effect="screened again")  # fmt: skip
+            return None
 
     def _as_cache_hit(
         self, hit: ScreeningVerdict, upload: VideoUploaded, started: float

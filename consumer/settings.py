@@ -193,6 +193,9 @@ class DetectorSettings(_Section):
     calibration_videos: Path | None = Field(
         default=None, description="a directory of videos like the uploads (int8 backends)"
     )
+    # `auto` with neither an int8 form nor `calibration_videos`: fp32 until the first face
+    # clips screened have calibrated the int8 form (kept in `derived_dir` for next time).
+    cpu_self_calibrate: bool = CpuInferenceConfig.self_calibrate
     batch_size: int = Field(default=BatchingConfig.batch_size, ge=1, le=1024)
     batch_wait_ms: float = Field(default=BatchingConfig.wait_s * 1000, ge=0)
     windows: int = Field(default=SamplingConfig.windows, ge=1, le=SamplingConfig.max_windows)
@@ -217,7 +220,11 @@ class DetectorSettings(_Section):
     faces: FaceSettings = FaceSettings()
 
     def cpu_inference(self) -> CpuInferenceConfig:
-        return CpuInferenceConfig(backend=self.cpu_backend, derived_dir=self.derived_dir)
+        return CpuInferenceConfig(
+            backend=self.cpu_backend,
+            derived_dir=self.derived_dir,
+            self_calibrate=self.cpu_self_calibrate,
+        )
 
 
 class ProvenanceSettings(_Section):
@@ -261,6 +268,12 @@ class KnownFakesSettings(_Section):
     action: Action = Field(
         default=ActionPolicy.known_fake,
         description="a match on a confirmed_fake entry asks for this; block: pending review",
+    )
+    catch_up_wait_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="at start, uploads wait at most this for the bank topic to be read; "
+        "then they are screened against the entries read so far",
     )
 
 

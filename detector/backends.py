@@ -19,10 +19,15 @@ OpenVINO run with as many threads as torch (`torch.get_num_threads()`) unless to
 
 from __future__ import annotations
 
+import io
+import multiprocessing
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 import torch
 
 from detector.arrays import Clips, Scores
@@ -37,6 +42,7 @@ from detector.config import (
 from detector.derived import (
     ONNX_INPUT,
     QUANTISED_ENGINE,
+    CalibrationClips,
     CalibrationSource,
     DerivedCache,
     DerivedError,
@@ -61,6 +67,7 @@ BACKEND_FORMS: dict[CpuBackend, DerivedFormName | None] = {
 INT8_BACKENDS: frozenset[CpuBackend] = frozenset(
     {"torchscript-int8", "onnxruntime-int8", "openvino-int8"}
 )
+log = structlog.get_logger("deepscreen")
 
 
 class BackendUnavailable(RuntimeError):
@@ -224,6 +231,135 @@ def resolve_auto(
     return fp32
 
 
+class SelfCalibratingScorer:
+    """`auto` with no int8 form yet: fp32 first, int8 once the replica has seen enough faces.
+
+    An int8 form needs calibration clips like the uploads (activation ranges set on random
+    pixels would be wrong for faces), and the service must start without any. So this
+    scores with the fp32 scorer while it keeps a copy of the first `clips` face clips it
+    is given; then a thread has the int8 form made from them in a child process
+    (`derive_in_child`; stored in the derived cache under the artifact's sha256, so the
+    next start runs int8 at once) and it scores with it from the next call on. If the int8 form cannot be made, fp32 stays (a
+    warning says why). `info.backend` names the scorer in use; a verdict finished while the
+    swap happens may name the new one for clips the old one scored (they agree within the
+    int8 rule: `python -m bench.backends`).
+    """
+
+    def __init__(
+        self,
+        fp32: ClipScorer,
+        make_int8: Callable[[CalibrationClips], ClipScorer],
+        *,
+        clips: int,
+    ) -> None:
+        self._scorer = fp32
+        self._make_int8 = make_int8
+        self._wanted = clips
+        self._kept: list[Clips] = []
+        self._count = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._scorer.metadata
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._scorer.info
+
+    @property
+    def calibrating(self) -> bool:
+        """Still keeping clips, or making the int8 form."""
+        with self._lock:
+            return self._thread is None or self._thread.is_alive()
+
+    def score(self, clips: Clips) -> Scores:
+        with self._lock:
+            scorer = self._scorer
+            if self._thread is None and len(clips):
+                self._keep(clips)
+        return scorer.score(clips)
+
+    def _keep(self, clips: Clips) -> None:
+        """(Under the lock.) Copy clips until enough, then start making the int8 form."""
+        room = self._wanted - self._count
+        taken = np.array(clips[:room], copy=True)
+        self._kept.append(taken)
+        self._count += len(taken)
+        if self._count < self._wanted:
+            return
+        found = CalibrationClips(
+            np.concatenate(self._kept),
+            f"the first {self._count} face clips this process scored (self-calibration)",
+        )
+        self._kept = []
+        self._thread = threading.Thread(
+            target=self._calibrate, args=(found,), name="int8-calibration", daemon=True
+        )
+        self._thread.start()
+
+    def _calibrate(self, found: CalibrationClips) -> None:
+        try:
+            int8 = self._make_int8(found)
+        except Exception as error:  # a model the converter refuses: fp32 is still right
+            log.warning("self_calibration_failed", error=f"{type(error).__name__}: {error}",
+                        backend=self._scorer.info.backend)  # fmt: skip
+            return
+        with self._lock:
+            if self._closed:
+                int8.close()
+                return
+            fp32, self._scorer = self._scorer, int8
+        # fp32 is not closed: the batcher may be scoring with it right now (it goes with
+        # its last reference).
+        log.info("self_calibrated", backend=int8.info.backend, replaced=fp32.info.backend,
+                 clips=len(found.pixels))  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            scorer = self._scorer
+        scorer.close()
+
+
+def derive_in_child(
+    model: LoadedModel, form: DerivedFormName, cache: DerivedCache, found: CalibrationClips
+) -> None:
+    """Make `form` into `cache` in a process of its own, calibrated on `found`.
+
+    Exporting and quantising briefly take more than a GiB beyond what scoring needs; in a
+    child that memory is given back when it exits instead of staying in the service's heap.
+    """
+    buffer = io.BytesIO()
+    torch.jit.save(model.module, buffer)
+    job = (
+        buffer.getvalue(),
+        model.metadata.model_dump_json(),
+        model.info.model_dump_json(),
+        form,
+        str(cache.root),
+        found,
+    )
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(_derive_job, job)
+
+
+def _derive_job(
+    module: bytes, metadata: str, info: str, form: DerivedFormName, root: str,
+    found: CalibrationClips,
+) -> None:  # fmt: skip
+    loaded = torch.jit.load(io.BytesIO(module), map_location="cpu")  # type: ignore[no-untyped-call]
+    model = LoadedModel(
+        loaded.float().eval(),
+        ModelMetadata.model_validate_json(metadata),
+        ModelInfo.model_validate_json(info),
+        torch.device("cpu"),
+    )
+    derive(model, form, DerivedCache(Path(root)), lambda: found)
+
+
 def build_cpu_scorer(
     model: LoadedModel,
     backend: CpuBackendChoice,
@@ -232,15 +368,34 @@ def build_cpu_scorer(
     max_batch: int = BatchingConfig.batch_size,
     calibration: CalibrationSource | None = None,
     threads: int | None = None,
+    self_calibration_clips: int = 0,
 ) -> ClipScorer:
     """A scorer of `model` (loaded on the CPU) running on `backend`.
 
     The backend's derived form comes from `cache` or is made now; an int8 form that is not
-    cached is calibrated on `calibration`; `auto` is resolved by `resolve_auto`.
-    `BackendUnavailable` says why a backend cannot run.
+    cached is calibrated on `calibration`; `auto` is resolved by `resolve_auto`. Where
+    `auto` has no int8 form and nothing to calibrate one on, with `self_calibration_clips`
+    it starts on fp32 and calibrates the int8 form on the first that many face clips it
+    scores (`SelfCalibratingScorer`). `BackendUnavailable` says why a backend cannot run.
     """
     if backend == "auto":
-        backend = resolve_auto(model, cache, calibration)
+        resolved = resolve_auto(model, cache, calibration)
+        scorer = build_cpu_scorer(
+            model, resolved, cache=cache, max_batch=max_batch, calibration=calibration,
+            threads=threads,
+        )  # fmt: skip
+        if resolved in INT8_BACKENDS or self_calibration_clips < 1:
+            return scorer
+        int8 = AUTO_BACKENDS[0]
+
+        def make_int8(found: CalibrationClips) -> ClipScorer:
+            form = BACKEND_FORMS[int8]
+            assert form is not None
+            derive_in_child(model, form, cache, found)
+            return build_cpu_scorer(model, int8, cache=cache, max_batch=max_batch,
+                                    threads=threads)  # fmt: skip
+
+        return SelfCalibratingScorer(scorer, make_int8, clips=self_calibration_clips)
     if backend not in CPU_BACKENDS:
         choices = ", ".join(("auto", *CPU_BACKENDS))
         raise ValueError(f"unknown CPU backend {backend!r}; choose one of {choices}")

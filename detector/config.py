@@ -118,12 +118,14 @@ class CpuInferenceConfig:
     The default, `auto`, runs the fastest backend whose scores agree with the TorchScript
     module's on the shared clips (`python -m bench.backends`; figures in bench/README.md).
     An int8 form is calibrated on `calibration_clips` face clips cut from the operator's
-    videos.
+    videos; without them (and with `self_calibrate`), `auto` starts on fp32 and calibrates
+    the int8 form on the first `calibration_clips` face clips it scores.
     """
 
     backend: CpuBackendChoice = "auto"
     derived_dir: Path = field(default_factory=default_derived_dir)
     calibration_clips: int = 16
+    self_calibrate: bool = True
 
 
 @dataclass(frozen=True)

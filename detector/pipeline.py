@@ -91,7 +91,10 @@ class Detector:
         `known_fakes` to an empty in-memory bank with the configured match rule."""
         self.scorer = scorer
         self.config = config or DetectorConfig()
-        self.known_fakes: KnownFakes = known_fakes or Bank(self.config.known_fakes.rule)
+        # `is None`, not `or`: an empty bank is falsy, and the service's starts empty.
+        self.known_fakes: KnownFakes = (
+            known_fakes if known_fakes is not None else Bank(self.config.known_fakes.rule)
+        )
         self.extractor = extractor or InProcessExtractor(self.config, face_detector)
         self.credentials = credentials or InProcessCredentialsReader(
             self.config.credentials, self.config.limits.max_bytes
@@ -319,6 +322,7 @@ def build_detector(
             cache=DerivedCache(cpu.derived_dir),
             max_batch=batch_size,
             calibration=calibration,
+            self_calibration_clips=cpu.calibration_clips if cpu.self_calibrate else 0,
         )
     else:
         inner = TorchScorer(model, max_batch=batch_size, precision=precision)

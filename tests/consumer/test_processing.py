@@ -14,12 +14,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumer.broker import InMemoryEventSink, Message
-from consumer.cache import CacheKey, InMemoryVerdictCache
+from consumer.cache import CacheKey, HashesKey, InMemoryVerdictCache
 from consumer.media import FetchError, InMemoryFetcher
 from consumer.metrics import Metrics
-from consumer.processing import HandedBack, UploadProcessor
+from consumer.processing import HandedBack, KnownFakesView, UploadProcessor
 from consumer.settings import KafkaSettings, RetrySettings, Settings
+from detector.bank import Bank, BankEntry
+from detector.config import HashingConfig
 from detector.credentials import StaticCredentialsReader
+from detector.hashing import hashing_fingerprint
 from detector.pipeline import Detector
 from detector.scoring import InMemoryScorer
 from schemas import (
@@ -36,6 +39,7 @@ from schemas import (
     VerdictEvent,
 )
 from schemas.cloudevents import FLAG_DATASCHEMA
+from schemas.decision import Decision
 from tests.conftest import SyntheticVideos
 from tests.schemas.factories import (
     MODEL,
@@ -59,10 +63,20 @@ def upload(video_id: str, uri: str, **extra: Any) -> Message:
     return Message("uploads", 0, 7, video_id.encode(), json.dumps(event).encode(), [])
 
 
+HASHING = hashing_fingerprint(HashingConfig())
+
+
 class Harness:
-    def __init__(self, synthetic: SyntheticVideos, fake: bool = False) -> None:
+    """The processor wired as the service wires it: the detector's bank, hashes cached."""
+
+    def __init__(
+        self, synthetic: SyntheticVideos, fake: bool = False, catch_up_wait_s: float = 30
+    ) -> None:
         self.scorer = InMemoryScorer(rule=lambda clip: 0.97 if fake else 0.05)
-        self.detector = Detector(self.scorer)
+        self.bank = Bank()  # the service fills it from the bank topic
+        self.bank_caught_up = threading.Event()
+        self.bank_caught_up.set()
+        self.detector = Detector(self.scorer, known_fakes=self.bank)
         self.screened: list[str] = []
         self.fetcher = InMemoryFetcher(
             {
@@ -86,11 +100,17 @@ class Harness:
             sink=self.sink,
             metrics=self.metrics,
             stopping=self.stopping,
+            known_fakes=KnownFakesView(
+                hashing=HASHING,
+                refresh=self.detector.refresh,
+                wait_caught_up=self.bank_caught_up.wait,
+                catch_up_wait_s=catch_up_wait_s,
+            ),
         )
 
     def _screen(self, path: Path, **kwargs: Any) -> Any:
         self.screened.append(kwargs["video_id"])
-        return self.detector.screen(path, **kwargs)
+        return self.detector.screen_timed(path, **kwargs)
 
     def verdicts(self) -> list[VerdictEvent]:
         return [VerdictEvent.model_validate_json(e.value) for e in self.sink.on("verdicts")]
@@ -276,15 +296,215 @@ def test_content_another_replica_is_screening_waits_for_its_verdict(
     other.processor.process(upload("v-1", "file:///m/face.mp4"))
     verdict = other.flags()[0].data
     other.detector.close()
-    key = CacheKey(fake_harness.scorer.info.sha256, hashlib.sha256(
-        synthetic.moving_face.read_bytes()).hexdigest())  # fmt: skip
-    assert fake_harness.cache.claim(key, "other-replica")
-    threading.Timer(0.3, lambda: fake_harness.cache.put(key, verdict)).start()
+    sha = hashlib.sha256(synthetic.moving_face.read_bytes()).hexdigest()
+    key = CacheKey(fake_harness.scorer.info.sha256, sha)
+    hashes = other.cache.get_hashes(HashesKey(HASHING, sha))
+    assert hashes is not None and fake_harness.cache.claim(key, "other-replica")
+
+    def lands() -> None:  # as a replica leaves them: the hashes, then the verdict
+        fake_harness.cache.put_hashes(HashesKey(HASHING, sha), hashes)
+        fake_harness.cache.put(key, verdict)
+
+    threading.Timer(0.3, lands).start()
     started = time.monotonic()
     fake_harness.processor.process(upload("v-2", "file:///m/face.mp4"))
     assert 0.2 < time.monotonic() - started < 5
     assert fake_harness.screened == []
     assert fake_harness.flags()[0].data.cache_hit is True
+
+
+# --------------------------------------------------------------------------- known fakes
+# A moderator's ruling reaches this replica's bank (from the bank topic); the cache must
+# never serve a verdict that contradicts it, and nothing is screened before the bank is read.
+
+FACE, FACE_AGAIN = "file:///m/face.mp4", "file:///m/same-bytes.mp4"
+
+
+def face_sha(synthetic: SyntheticVideos) -> str:
+    return hashlib.sha256(synthetic.moving_face.read_bytes()).hexdigest()
+
+
+def rule(harness: Harness, sha: str, decision: Decision, *, entry_id: str | None = None) -> None:
+    """A ruling made from the hashes screening left in the cache, as `DecisionHandler` makes it."""
+    hashes = harness.cache.get_hashes(HashesKey(HASHING, sha))
+    assert hashes is not None
+    content = sha if entry_id is None else "f" * 64  # another copy's bytes
+    harness.bank.add(
+        BankEntry.from_hashes(entry_id or sha, decision, "mod-7", hashes, content_sha256=content)
+    )
+
+
+def test_a_screening_leaves_the_contents_hashes_beside_its_verdict(
+    harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    harness.processor.process(upload("v-1", FACE))
+    hashes = harness.cache.get_hashes(HashesKey(HASHING, face_sha(synthetic)))
+    assert hashes is not None and hashes.frames and hashes.faces
+    known = harness.verdicts()[0].data.signal(Signal.KNOWN_FAKES)
+    assert known is not None and known.outcome is None  # asked; the bank is empty
+
+
+def test_a_confirmed_fake_ruling_is_served_from_the_cache_path_and_a_retraction_undoes_it(
+    harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    harness.processor.process(upload("v-1", FACE))  # likely_real, cached
+    rule(harness, face_sha(synthetic), Decision.CONFIRMED_FAKE)
+    harness.processor.process(upload("v-2", FACE_AGAIN))
+    [flag] = harness.flags()
+    data = flag.data
+    assert data.cache_hit is True and harness.screened == ["v-1"]
+    assert (data.outcome, data.reason, data.action, data.action_signal) == (
+        Outcome.SUSPECTED_DEEPFAKE, Reason.MATCHES_CONFIRMED_FAKE, Action.BLOCK, Signal.KNOWN_FAKES
+    )  # fmt: skip
+    assert data.known_fake is not None and data.known_fake.same_content
+    assert data.known_fake.moderator == "mod-7"
+    model = data.signal(Signal.MODEL)
+    assert model is not None and model.outcome is Outcome.LIKELY_REAL  # still reported
+
+    harness.bank.remove(face_sha(synthetic))  # `retracted`
+    harness.processor.process(upload("v-3", FACE_AGAIN))
+    again = harness.verdicts()[-1].data
+    assert (again.video_id, again.cache_hit, again.outcome) == ("v-3", True, Outcome.LIKELY_REAL)
+    assert again.known_fake is None and len(harness.flags()) == 1
+
+
+def test_a_ruling_on_another_copy_reaches_cached_verdicts_through_their_hashes(
+    harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    """Not the same bytes: the entry matches the cached content's perceptual hashes."""
+    harness.processor.process(upload("v-1", FACE))
+    rule(harness, face_sha(synthetic), Decision.CONFIRMED_FAKE, entry_id="another-copy")
+    harness.processor.process(upload("v-2", FACE_AGAIN))
+    [flag] = harness.flags()
+    found = flag.data.known_fake
+    assert flag.data.cache_hit and flag.data.reason is Reason.MATCHES_CONFIRMED_FAKE
+    assert found is not None and (found.entry_id, found.same_content) == ("another-copy", False)
+    assert found.frame_share == 1.0 and found.face_share == 1.0
+
+
+def test_a_false_positive_ruling_silences_the_models_flag_on_the_cache_path(
+    fake_harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    fake_harness.processor.process(upload("v-1", FACE))
+    assert len(fake_harness.flags()) == 1  # the model's false alarm
+    rule(fake_harness, face_sha(synthetic), Decision.FALSE_POSITIVE)
+    fake_harness.processor.process(upload("v-2", FACE_AGAIN))
+    assert len(fake_harness.flags()) == 1  # not raised again
+    data = fake_harness.verdicts()[-1].data
+    assert (data.cache_hit, data.outcome, data.reason, data.action) == (
+        True, Outcome.LIKELY_REAL, Reason.ALLOW_LISTED, Action.NONE
+    )  # fmt: skip
+    model = data.signal(Signal.MODEL)
+    assert model is not None and model.suppressed and model.action is Action.BLOCK
+    assert data.score == pytest.approx(0.97)  # the evidence stays
+
+
+def test_a_fresh_screening_matches_a_ruling_already_in_the_bank(
+    fake_harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    fake_harness.processor.process(upload("v-1", FACE))
+    rule(fake_harness, face_sha(synthetic), Decision.FALSE_POSITIVE)
+    fresh = Harness(synthetic, fake=True)  # another replica: its cache is empty, same bank
+    try:
+        for entry in fake_harness.bank.entries():
+            fresh.bank.add(entry)
+        fresh.processor.process(upload("v-2", FACE_AGAIN))
+    finally:
+        fresh.detector.close()
+    assert fresh.screened == ["v-2"] and fresh.flags() == []
+    assert fresh.verdicts()[0].data.reason is Reason.ALLOW_LISTED
+
+
+def test_a_cached_verdict_whose_hashes_are_gone_is_screened_again(
+    harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    """Without them a ruling on a re-encoded copy could not be checked: not served."""
+    harness.processor.process(upload("v-1", FACE))
+    key = CacheKey(harness.scorer.info.sha256, face_sha(synthetic))
+    cached = harness.cache.get(key)
+    assert cached is not None
+    other = Harness(synthetic)
+    try:
+        other.cache.put(key, cached)  # the verdict without its hashes (evicted apart)
+        other.processor.process(upload("v-2", FACE_AGAIN))
+    finally:
+        other.detector.close()
+    assert other.screened == ["v-2"] and other.verdicts()[0].data.cache_hit is False
+    assert other.cache.get_hashes(HashesKey(HASHING, face_sha(synthetic))) is not None
+
+
+def test_a_verdict_taken_from_another_replica_is_brought_up_to_date_with_the_bank(
+    harness: Harness, synthetic: SyntheticVideos
+) -> None:
+    other = Harness(synthetic)
+    try:
+        other.processor.process(upload("v-1", FACE))
+    finally:
+        other.detector.close()
+    sha = face_sha(synthetic)
+    key = CacheKey(harness.scorer.info.sha256, sha)
+    verdict, hashes = other.cache.get(key), other.cache.get_hashes(HashesKey(HASHING, sha))
+    assert verdict is not None and hashes is not None
+    harness.bank.add(BankEntry.from_hashes(sha, Decision.CONFIRMED_FAKE, "mod-7", hashes))
+    assert harness.cache.claim(key, "other-replica")
+
+    def lands() -> None:
+        harness.cache.put_hashes(HashesKey(HASHING, sha), hashes)
+        harness.cache.put(key, verdict)
+
+    threading.Timer(0.3, lands).start()
+    harness.processor.process(upload("v-2", FACE))
+    assert harness.screened == []
+    [flag] = harness.flags()
+    assert flag.data.cache_hit and flag.data.reason is Reason.MATCHES_CONFIRMED_FAKE
+
+
+def test_nothing_is_screened_before_the_bank_has_been_read(synthetic: SyntheticVideos) -> None:
+    harness = Harness(synthetic)
+    harness.bank_caught_up.clear()
+    worker = threading.Thread(target=harness.processor.process, args=(upload("v-1", FACE),))
+    try:
+        worker.start()
+        time.sleep(0.5)
+        assert harness.screened == [] and harness.sink.sent == []
+        harness.bank_caught_up.set()
+        worker.join(30)
+        assert [v.data.video_id for v in harness.verdicts()] == ["v-1"]
+    finally:
+        harness.bank_caught_up.set()
+        worker.join(30)
+        harness.detector.close()
+
+
+def test_a_bank_that_never_catches_up_holds_uploads_back_only_so_long(
+    synthetic: SyntheticVideos,
+) -> None:
+    harness = Harness(synthetic, catch_up_wait_s=0.4)
+    harness.bank_caught_up.clear()
+    try:
+        with capture_logs() as logs:
+            started = time.monotonic()
+            harness.processor.process(upload("v-1", FACE))
+            harness.processor.process(upload("v-2", FACE_AGAIN))
+    finally:
+        harness.detector.close()
+    assert time.monotonic() - started >= 0.4
+    assert [v.data.video_id for v in harness.verdicts()] == ["v-1", "v-2"]
+    assert [e["event"] for e in logs].count("bank_not_caught_up") == 1
+
+
+def test_a_stop_while_waiting_for_the_bank_hands_the_upload_back(
+    synthetic: SyntheticVideos,
+) -> None:
+    harness = Harness(synthetic)
+    harness.bank_caught_up.clear()
+    harness.stopping.set()
+    try:
+        with pytest.raises(HandedBack):
+            harness.processor.process(upload("v-1", FACE))
+    finally:
+        harness.detector.close()
+    assert harness.screened == [] and harness.sink.sent == []
 
 
 # --------------------------------------------------------------------------- publishing limits

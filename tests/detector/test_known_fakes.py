@@ -157,6 +157,19 @@ def test_a_banked_confirmed_fake_is_blocked_with_the_entry_and_its_ruling_as_evi
     assert verdict.reason_detail is not None and banked.entry_id in verdict.reason_detail
 
 
+def test_the_detector_matches_against_the_bank_it_was_given_even_one_empty_at_first(
+    synthetic: SyntheticVideos, whole_hashes: VideoHashes
+) -> None:
+    """The service's bank starts empty and is filled from the bank topic afterwards."""
+    bank = Bank()
+    detector = screening(0.1, bank)
+    bank.add(entry(Decision.CONFIRMED_FAKE, whole_hashes))
+    verdict = detector.screen(synthetic.moving_face)
+    detector.close()
+    assert detector.known_fakes is bank
+    assert verdict.reason is Reason.MATCHES_CONFIRMED_FAKE
+
+
 def test_a_re_encoded_copy_of_a_confirmed_fake_matches_it(
     synthetic: SyntheticVideos, whole_hashes: VideoHashes, tmp_path: Path
 ) -> None:

@@ -43,11 +43,15 @@ class TinyClipClassifier(nn.Module):
         return logits.squeeze(-1)
 
 
-def write_tiny_artifact(path: Path, *, seed: int = 0, temperature: float = 1.0) -> str:
+def write_tiny_artifact(
+    path: Path, *, seed: int = 0, temperature: float = 1.0, logit: float | None = None
+) -> str:
     """A tiny model as a deepscreen artifact (112 px, 20 frames); returns its sha256.
 
     Its batch norms get running statistics away from the identity and its head a wide
     range, so that scores spread over (0, 1) and int8 has real ranges to calibrate.
+    With `logit`, the head ignores the features: every clip gets that logit (a model
+    that always flags, or never does, for tests about what happens to its verdict).
     """
     torch.manual_seed(seed)
     model = TinyClipClassifier()
@@ -57,6 +61,9 @@ def write_tiny_artifact(path: Path, *, seed: int = 0, temperature: float = 1.0) 
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
         model.head.weight.mul_(40.0)
+        if logit is not None:
+            model.head.weight.zero_()
+            model.head.bias.fill_(logit)
     metadata = model_metadata(input_size=112, lstm_hidden=8, trained=False, name="tiny-test")
     metadata = metadata.model_copy(
         update={
