@@ -31,7 +31,7 @@ import csv
 import json
 import statistics
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,10 +389,14 @@ def measure_all(
     *,
     whole_entries: bool = True,
     entry_stride: int = 2,
+    only: Collection[str] | None = None,
 ) -> Measurement:
-    """Hash the clips under `data` and their copies (kept in `work`), then measure the rule."""
+    """Hash the clips under `data` (or those of them named in `only`) and their copies
+    (kept in `work`), then measure the rule."""
     rule = rule or MatchRule()
     paths = clip_paths(data)
+    if only is not None:
+        paths = {name: path for name, path in paths.items() if name in only}
     faces = MediaPipeFaceDetector(FaceConfig())
     cache = work / "hashes.json"
     entry_hashing = HashingConfig(frame_stride=entry_stride)

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import FrameType
+from typing import TypeVar
 
 import structlog
 
@@ -56,6 +57,7 @@ from consumer.processing import HandedBack, OutboundRecord, Unpublishable, Uploa
 from consumer.settings import Settings
 
 log = structlog.get_logger("deepscreen")
+_T = TypeVar("_T")
 
 _POLL_S = 0.2
 _PAUSED_POLL_EVERY_S = 1.0  # while paused, poll this often so rebalances are still seen
@@ -355,19 +357,25 @@ class Service:
 
     def _work(self, message: Message) -> None:
         try:
-            records = self._processor.prepare(message)
-        except HandedBack:
-            log.info("handed_back", partition=message.partition, offset=message.offset)
-            return
-        except Unpublishable:
-            self._tracker.block(message.where, message.offset)
-            return
+            records = self._settled(message, lambda: self._processor.prepare(message))
         finally:
             with self._lock:
                 self._working -= 1
             self.metrics.in_flight.dec()
             self._slot_freed.set()
-        self._send_outcome(message, records)
+        if records is not None:
+            self._send_outcome(message, records)
+
+    def _settled(self, message: Message, step: Callable[[], _T]) -> _T | None:
+        """`step`'s result; None when it handed the message back or found it unpublishable
+        (then its partition's commits stop before it)."""
+        try:
+            return step()
+        except HandedBack:
+            log.info("handed_back", partition=message.partition, offset=message.offset)
+        except Unpublishable:
+            self._tracker.block(message.where, message.offset)
+        return None
 
     def _send_outcome(self, message: Message, records: list[OutboundRecord]) -> None:
         """Queue the records; the offset is finished once the broker has them all."""
@@ -399,15 +407,12 @@ class Service:
             log.info("handed_back", partition=message.partition, offset=message.offset)
 
     def _republish(self, message: Message, records: list[OutboundRecord]) -> None:
-        try:
+        def sent() -> bool:
             self._processor.republish(message, records)
-        except HandedBack:
-            log.info("handed_back", partition=message.partition, offset=message.offset)
-            return
-        except Unpublishable:
-            self._tracker.block(message.where, message.offset)
-            return
-        self._finished(message)
+            return True
+
+        if self._settled(message, sent):
+            self._finished(message)
 
     def _finished(self, message: Message) -> None:
         self._tracker.finished(message.where, message.offset)

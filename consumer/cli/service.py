@@ -81,6 +81,10 @@ def scan(
     """Screen videos and still images; one verdict per file."""
     from dataclasses import replace
 
+    from consumer.logs import configure_logging
+
+    configure_logging("info", "console", stderr=True)  # stdout is the verdicts'
+
     from consumer.settings import ProvenanceSettings
     from detector.artifact import ArtifactError, load
     from detector.backends import BackendUnavailable
