@@ -336,6 +336,7 @@ def run_phase(
     from consumer.settings import (
         DetectorSettings,
         HttpSettings,
+        KafkaSettings,
         MediaSettings,
         RedisSettings,
         Settings,
@@ -355,7 +356,9 @@ def run_phase(
         kafka_log = logging.getLogger("kafka")
         kafka_log.setLevel(logging.CRITICAL)  # "connection refused" while Tansu starts
         broker = stack.enter_context(EmbeddedBroker())
-        broker.create_topics({UPLOADS: UPLOAD_PARTITIONS, FLAGS: 1, VERDICTS: 1, DLQ: 1})
+        known = KafkaSettings()  # the bank and decisions topics the service reads at start
+        broker.create_topics({UPLOADS: UPLOAD_PARTITIONS, FLAGS: 1, VERDICTS: 1, DLQ: 1,
+                              known.bank_topic: 1, known.decisions_topic: 1})  # fmt: skip
         kafka_log.setLevel(logging.NOTSET)
         settings = Settings(
             kafka=embedded_kafka_settings(
@@ -562,6 +565,7 @@ def write_reference_model(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from consumer.settings import KafkaSettings  # the service's default max_in_flight
+
     files = sorted(args.videos.glob("**/*.mp4"))
     if not files:
         raise SystemExit(f"error: no **/*.mp4 under {args.videos}")

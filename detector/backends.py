@@ -239,10 +239,10 @@ class SelfCalibratingScorer:
     scores with the fp32 scorer while it keeps a copy of the first `clips` face clips it
     is given; then a thread has the int8 form made from them in a child process
     (`derive_in_child`; stored in the derived cache under the artifact's sha256, so the
-    next start runs int8 at once) and it scores with it from the next call on. If the int8 form cannot be made, fp32 stays (a
-    warning says why). `info.backend` names the scorer in use; a verdict finished while the
-    swap happens may name the new one for clips the old one scored (they agree within the
-    int8 rule: `python -m bench.backends`).
+    next start runs int8 at once) and it scores with it from the next call on. If the
+    int8 form cannot be made, fp32 stays (a warning says why). `info.backend` names the
+    scorer in use; a verdict finished while the swap happens may name the new one for clips
+    the old one scored (they agree within the int8 rule: `python -m bench.backends`).
     """
 
     def __init__(
@@ -342,8 +342,13 @@ def derive_in_child(
         str(cache.root),
         found,
     )
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pool.apply(_derive_job, job)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_derive_job, args=job, name="derive-int8", daemon=True
+    )
+    process.start()
+    process.join()
+    if process.exitcode != 0:  # its traceback went to stderr
+        raise DerivedError(f"making the {form} form failed (exit code {process.exitcode})")
 
 
 def _derive_job(

@@ -35,6 +35,8 @@ def crashes_on_poison(
     path: Path, clip_length: int, input_size: int, config: DetectorConfig, faces: FaceDetector
 ) -> Extraction:
     """Runs in the worker: a file named poison* kills it the way a decoder bug would."""
+    if multiprocessing.parent_process() is None:  # never the test runner itself
+        raise AssertionError("the extraction ran outside a worker process")
     if path.name.startswith("poison"):
         os.kill(os.getpid(), signal.SIGSEGV)
     if path.name.startswith("hang"):

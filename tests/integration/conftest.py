@@ -59,6 +59,9 @@ class Topics:
     dlq: str
     group: str
     partitions: int = 2
+    # Every service also reads a bank topic and takes rulings from a decisions topic.
+    decisions: str = ""
+    bank: str = ""
 
     @classmethod
     def fresh(cls, partitions: int = 2) -> Topics:
@@ -70,11 +73,13 @@ class Topics:
             dlq=f"dlq-{tag}",
             group=f"deepscreen-{tag}",
             partitions=partitions,
+            decisions=f"decisions-{tag}",
+            bank=f"bank-{tag}",
         )
 
     def create(self, broker: TansuBroker) -> Topics:
         broker.create_topic(self.uploads, self.partitions)
-        for topic in (self.flags, self.verdicts, self.dlq):
+        for topic in (self.flags, self.verdicts, self.dlq, self.decisions, self.bank):
             broker.create_topic(topic, 1)
         return self
 
@@ -85,6 +90,8 @@ class Topics:
             "DEEPSCREEN_KAFKA__VERDICTS_TOPIC": self.verdicts,
             "DEEPSCREEN_KAFKA__DLQ_TOPIC": self.dlq,
             "DEEPSCREEN_KAFKA__GROUP_ID": self.group,
+            "DEEPSCREEN_KAFKA__DECISIONS_TOPIC": self.decisions,
+            "DEEPSCREEN_KAFKA__BANK_TOPIC": self.bank,
         }
 
 
@@ -106,6 +113,8 @@ def service_settings(
             dlq=topics.dlq,
             commit_interval_s=0.2,
             max_in_flight=4,
+            decisions_topic=topics.decisions,
+            bank_topic=topics.bank,
         ),
         redis=RedisSettings(
             url=redis_url, key_prefix=f"test:{topics.group}", retry_after_s=0.5, claim_wait_s=5

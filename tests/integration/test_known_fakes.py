@@ -298,21 +298,11 @@ def replicas(
     made: list[Verdicts] = []
 
     def start(model: Path) -> Replicas:
-        topics = Topics.fresh(partitions=2).create(broker)
+        topics = Topics.fresh(partitions=2).create(broker)  # with its bank and decisions
         base = service_settings(broker, topics, videos, model, redis_url=redis_server.url)
         settings = base.model_copy(
-            update={
-                "kafka": base.kafka.model_copy(
-                    update={
-                        "bank_topic": f"bank-{topics.group}",
-                        "decisions_topic": f"decisions-{topics.group}",
-                    }
-                ),
-                "detector": base.detector.model_copy(update={"cpu_backend": "torchscript"}),
-            }
+            update={"detector": base.detector.model_copy(update={"cpu_backend": "torchscript"})}
         )
-        broker.create_topic(settings.kafka.bank_topic, 1)
-        broker.create_topic(settings.kafka.decisions_topic, 1)
         a, b = start_service(settings), start_service(settings)
         made.append(verdicts := Verdicts(broker, topics.verdicts))
         started = Replicas(broker, topics, settings, a, b, verdicts)
