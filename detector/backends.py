@@ -19,8 +19,9 @@ OpenVINO run with as many threads as torch (`torch.get_num_threads()`) unless to
 
 from __future__ import annotations
 
-import io
-import multiprocessing
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -327,42 +328,42 @@ class SelfCalibratingScorer:
 def derive_in_child(
     model: LoadedModel, form: DerivedFormName, cache: DerivedCache, found: CalibrationClips
 ) -> None:
-    """Make `form` into `cache` in a process of its own, calibrated on `found`.
+    """Make `form` into `cache` in a Python process of its own, calibrated on `found`.
 
     Exporting and quantising briefly take more than a GiB beyond what scoring needs; in a
     child that memory is given back when it exits instead of staying in the service's heap.
+    A plain interpreter (not `multiprocessing`) runs it, with the job in files, so that
+    nothing of this process (threads, handlers, the resource tracker) is shared.
     """
-    buffer = io.BytesIO()
-    torch.jit.save(model.module, buffer)
-    job = (
-        buffer.getvalue(),
-        model.metadata.model_dump_json(),
-        model.info.model_dump_json(),
-        form,
-        str(cache.root),
-        found,
-    )
-    process = multiprocessing.get_context("spawn").Process(
-        target=_derive_job, args=job, name="derive-int8", daemon=True
-    )
-    process.start()
-    process.join()
-    if process.exitcode != 0:  # its traceback went to stderr
-        raise DerivedError(f"making the {form} form failed (exit code {process.exitcode})")
+    with tempfile.TemporaryDirectory(prefix="deepscreen-derive-") as scratch:
+        job = Path(scratch)
+        torch.jit.save(model.module, str(job / "model.pt"))
+        (job / "metadata.json").write_text(model.metadata.model_dump_json())
+        (job / "info.json").write_text(model.info.model_dump_json())
+        np.save(job / "calibration.npy", found.pixels)
+        (job / "source.txt").write_text(found.source)
+        code = "import sys; from detector.backends import derive_job; derive_job(*sys.argv[1:])"
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(job), form, str(cache.root)], check=False
+        )
+    if done.returncode != 0:  # its traceback went to stderr
+        raise DerivedError(f"making the {form} form failed (exit code {done.returncode})")
 
 
-def _derive_job(
-    module: bytes, metadata: str, info: str, form: DerivedFormName, root: str,
-    found: CalibrationClips,
-) -> None:  # fmt: skip
-    loaded = torch.jit.load(io.BytesIO(module), map_location="cpu")  # type: ignore[no-untyped-call]
+def derive_job(job: str, form: str, root: str) -> None:
+    """The child's side of `derive_in_child`."""
+    files = Path(job)
+    loaded = torch.jit.load(str(files / "model.pt"), map_location="cpu")  # type: ignore[no-untyped-call]
     model = LoadedModel(
         loaded.float().eval(),
-        ModelMetadata.model_validate_json(metadata),
-        ModelInfo.model_validate_json(info),
+        ModelMetadata.model_validate_json((files / "metadata.json").read_text()),
+        ModelInfo.model_validate_json((files / "info.json").read_text()),
         torch.device("cpu"),
     )
-    derive(model, form, DerivedCache(Path(root)), lambda: found)
+    found = CalibrationClips(np.load(files / "calibration.npy"), (files / "source.txt").read_text())
+    name = next(f for f in BACKEND_FORMS.values() if f == form)
+    assert name is not None
+    derive(model, name, DerivedCache(Path(root)), lambda: found)
 
 
 def build_cpu_scorer(

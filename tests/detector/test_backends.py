@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from detector.backends import (
     INT8_BACKENDS,
     BackendUnavailable,
     LogitScorer,
-    SelfCalibratingScorer,
     build_cpu_scorer,
     cpu_has_native_bf16,
     frozen_logits,
@@ -185,55 +183,3 @@ def test_auto_without_calibration_runs_the_fp32_backend_and_says_so(
     assert scorer.info.backend == "openvino"
     expected = TorchScorer(tiny, precision="fp32").score(clips(2, seed=9))
     assert np.abs(scorer.score(clips(2, seed=9)) - expected).max() <= FP32_TOLERANCE
-
-
-def test_auto_with_self_calibration_starts_on_fp32_and_runs_int8_after_enough_clips(
-    tiny: LoadedModel, tmp_path: Path
-) -> None:
-    cache = DerivedCache(tmp_path)
-    scorer = build_cpu_scorer(tiny, "auto", cache=cache, self_calibration_clips=3)
-    assert isinstance(scorer, SelfCalibratingScorer)
-    assert scorer.info.backend == "openvino"
-    expected = TorchScorer(tiny, precision="fp32").score(clips(4, seed=11))
-    first = scorer.score(clips(2, seed=12))  # two clips kept: not enough yet
-    assert first.shape == (2,) and scorer.calibrating
-    scorer.score(clips(2, seed=13))  # the third clip starts the int8 form
-    deadline = time.monotonic() + 120
-    while scorer.calibrating:
-        assert time.monotonic() < deadline, "the int8 form was never made"
-        time.sleep(0.05)
-    assert scorer.info.backend == "openvino-int8"
-    assert np.abs(scorer.score(clips(4, seed=11)) - expected).max() <= REDUCED_TOLERANCE
-    # made from what it scored, and kept: the next start runs int8 at once
-    form = cache.get(tiny.info.sha256, "openvino-int8")
-    assert form is not None and "self-calibration" in form.metadata.model_dump_json()
-    assert build_cpu_scorer(tiny, "auto", cache=cache).info.backend == "openvino-int8"
-
-
-def test_self_calibration_that_fails_keeps_scoring_on_fp32(tiny: LoadedModel) -> None:
-    fp32 = TorchScorer(tiny, precision="fp32")
-
-    def refuse(_found: CalibrationClips) -> TorchScorer:
-        raise RuntimeError("the converter refused the model")
-
-    scorer = SelfCalibratingScorer(fp32, refuse, clips=1)
-    scorer.score(clips(1, seed=14))
-    deadline = time.monotonic() + 10
-    while scorer.calibrating:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert scorer.info.backend == fp32.info.backend
-    assert scorer.score(clips(1, seed=14)).shape == (1,)
-
-
-def test_self_calibration_is_off_when_asked_and_with_calibration_videos(
-    tiny: LoadedModel, calibration: CalibrationClips, tmp_path: Path
-) -> None:
-    off = build_cpu_scorer(tiny, "auto", cache=DerivedCache(tmp_path / "a"))
-    assert not isinstance(off, SelfCalibratingScorer)
-    given = build_cpu_scorer(
-        tiny, "auto", cache=DerivedCache(tmp_path / "b"), calibration=lambda: calibration,
-        self_calibration_clips=16,
-    )  # fmt: skip
-    assert given.info.backend == "openvino-int8"
-    assert not isinstance(given, SelfCalibratingScorer)
