@@ -26,9 +26,8 @@ committed before its outcome is acknowledged. Queued, unacknowledged outcomes
 count against `_MAX_UNACKED` (the loop pauses beyond it).
 
 Commits: after a flush of the producer, the lowest unfinished offset of each
-partition still assigned (see `offsets`). On a rebalance, the producer is
-flushed (briefly) and the finished prefix of the partitions being taken away
-is committed before they go.
+partition still assigned (see `offsets`). On a rebalance, the finished prefix
+of the partitions being taken away is committed before they go.
 
 Stopping (SIGTERM, SIGINT): the signal handler only sets the run state's stop
 flag. The loop then stops polling, gives in-flight work `drain_seconds` to
@@ -65,9 +64,6 @@ _LAG_EVERY_S = 10.0
 # Outcomes queued on the producer and not yet acknowledged, at most (beyond: pause). The
 # producer's own buffer bounds their bytes; this bounds what a crash makes us redo.
 _MAX_UNACKED = 1000
-# On a rebalance, wait this long at most for queued outcomes before committing what is
-# finished (runs on the consumer's IO thread; the producer's acks arrive on its own).
-_REVOKE_FLUSH_S = 1.0
 
 # The shutdown after the drain takes at most this long: SIGTERM → exit is at most
 # `drain_seconds` + this (plus the loop's last turn, a fraction of a second). Each step
@@ -444,15 +440,12 @@ class Service:
     def on_partitions_revoked(self, revoked: set[Partition]) -> None:
         """Commit what is finished on the partitions leaving us, and stop committing them.
 
-        Runs on the Kafka client's IO thread, so the commit must not block; the
-        producer is flushed first for at most `_REVOKE_FLUSH_S` so that outcomes
-        already queued count as finished (an offset is finished only once the
-        broker acknowledged its events; what is not is screened again).
+        Runs on the Kafka client's IO thread, so nothing here may block: not the
+        commit, and not a producer flush either (with the broker restarting, a
+        flush there held the group's rejoin for minutes). An offset is finished
+        only once the broker acknowledged its events, so outcomes still queued are
+        screened again by the next owner (same event ids).
         """
-        try:
-            self._sink.flush(timeout_s=_REVOKE_FLUSH_S)
-        except Exception as error:  # only more duplicates for the next owner
-            log.warning("flush_failed", error=f"{type(error).__name__}: {error}")
         positions = {p: o for p, o in self._tracker.committable().items() if p in revoked}
         try:
             self._source.commit_nowait(positions)
