@@ -25,8 +25,8 @@ upload as soon as the outcome is queued, while at-least-once holds: nothing is
 committed before its outcome is acknowledged. Queued, unacknowledged outcomes
 count against `_MAX_UNACKED` (the loop pauses beyond it).
 
-Commits: after a flush of the producer, the lowest unfinished offset of each
-partition still assigned (see `offsets`). On a rebalance, the finished prefix
+Commits: the lowest unfinished offset of each partition still assigned (see
+`offsets`); the final commit flushes the producer first. On a rebalance, the finished prefix
 of the partitions being taken away is committed before they go.
 
 Stopping (SIGTERM, SIGINT): the signal handler only sets the run state's stop
@@ -422,8 +422,14 @@ class Service:
     # -- commits ---------------------------------------------------------------
 
     def _commit(self) -> None:
+        """Commit what is finished. No flush: an offset is finished only once the broker has
+        acknowledged its outcome, and a flush here would hold the loop (and so the group's
+        heartbeats and rejoins) for as long as the broker does not answer."""
         try:
-            self._flush_and_commit()
+            positions = self._tracker.committable()
+            if positions:
+                self._source.commit(positions)
+                self._tracker.committed(positions)
         except Exception as error:  # the next cycle retries; nothing is lost, maybe redone
             log.warning("commit_failed", error=f"{type(error).__name__}: {error}")
 
