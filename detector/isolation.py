@@ -91,33 +91,21 @@ class IsolatedExtractor:
             self._idle.put(self._await_ready(worker))
 
     def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
-        limit_s = self.config.limits.decode_timeout_s
-        try:
-            # The worker enforces the decode limit itself; this is the backstop for a hang.
-            kind, *payload = self._call(("extract", str(path), clip_length, input_size),
-                                        limit_s + _KILL_GRACE_S)  # fmt: skip
-        except _Overran:
-            raise Unreadable(
-                Reason.DECODE_TIMEOUT,
-                f"the decoder did not answer within {limit_s:.0f} s and was killed",
-            ) from None
-        except _Died as died:
-            raise Unreadable(
-                Reason.DECODER_CRASHED,
-                f"the decoder process died (exit code {died.exit_code}) on this file",
-            ) from None
-        if kind == "ok":
-            extraction: Extraction = payload[0]
-            return extraction
-        if kind == "unreadable":
-            raise Unreadable(Reason(payload[0]), payload[1])
-        raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
+        extraction: Extraction = self._decode(("extract", str(path), clip_length, input_size))
+        return extraction
 
     def hash_whole(self, path: Path, *, clip_length: int) -> VideoHashes:
         """`routing.hash_media` in a worker: a crash or an overrun is `Unreadable`, as a decode."""
+        hashes: VideoHashes = self._decode(("hash", str(path), clip_length))
+        return hashes
+
+    def _decode(self, request: tuple[Any, ...]) -> Any:
+        """The worker's answer to a decoding request; `Unreadable` for a refusal, a crash
+        or an overrun."""
         limit_s = self.config.limits.decode_timeout_s
         try:
-            kind, *payload = self._call(("hash", str(path), clip_length), limit_s + _KILL_GRACE_S)
+            # The worker enforces the decode limit itself; this is the backstop for a hang.
+            kind, *payload = self._call(request, limit_s + _KILL_GRACE_S)
         except _Overran:
             raise Unreadable(
                 Reason.DECODE_TIMEOUT,
@@ -129,8 +117,7 @@ class IsolatedExtractor:
                 f"the decoder process died (exit code {died.exit_code}) on this file",
             ) from None
         if kind == "ok":
-            hashes: VideoHashes = payload[0]
-            return hashes
+            return payload[0]
         if kind == "unreadable":
             raise Unreadable(Reason(payload[0]), payload[1])
         raise Unreadable(Reason.DECODE_FAILED, f"{payload[0]}: {payload[1]}")
