@@ -9,6 +9,12 @@ and hashed whole (`Detector.hash_whole`, in the isolated decoders). A ruling
 for which neither works is dead-lettered with a reason, as is one that does
 not parse: a ruling is never dropped silently and never stalls its partition.
 
+Screening hashes only the windows it decodes, so an entry made from the cache
+covers those moments alone, and a trimmed or re-timed copy samples others.
+Such an entry is banked at once (every replica sees the ruling within
+seconds), then, when the ruling has a `uri`, replaced by one hashed from the
+whole video; when that fetch fails the window entry stays, and the log says so.
+
 Rulings on one content are ordered by their time: one older than the entry
 the bank already holds for that content is superseded and changes nothing
 (the bank topic may be replayed, and a moderator's tool may resend). A
@@ -63,6 +69,7 @@ class DecisionOutcome:
     content_sha256: str | None = None
     reason: str | None = None  # the dead letter's reason, or why it was superseded
     hashes_from: Literal["cache", "uri"] | None = None
+    whole: bool = False  # the entry finally banked holds the whole video, not only its windows
 
 
 class DecisionNotHandled(Exception):
@@ -134,15 +141,35 @@ class DecisionHandler:
             log.info("decision_retracted", content_sha256=sha, moderator=ruling.moderator)
             return DecisionOutcome("retracted", sha)
         hashes, source = self._hashes(ruling)
+        self._bank_entry(ruling, hashes, source)
+        if source == "cache" and not hashes.whole and ruling.uri is not None:
+            hashes = self._whole(ruling, ruling.uri) or hashes
+            if hashes.whole:
+                self._bank_entry(ruling, hashes, "uri")
+        return DecisionOutcome("banked", sha, hashes_from=source, whole=hashes.whole)
+
+    def _bank_entry(self, ruling: ModerationDecision, hashes: VideoHashes, source: str) -> None:
         entry = BankEntry.from_decision(ruling, hashes)
         self._publish(lambda: self._writer.publish(entry))
         self._bank.add(entry)  # this replica at once; the others as they tail the topic
         log.info(
-            "decision_banked", content_sha256=sha, decision=ruling.decision.value,
-            moderator=ruling.moderator, frames=len(entry.frames), faces=len(entry.faces),
-            hashes_from=source,
+            "decision_banked", content_sha256=entry.content_sha256,
+            decision=ruling.decision.value, moderator=ruling.moderator, frames=len(entry.frames),
+            faces=len(entry.faces), hashes_from=source, whole=hashes.whole,
         )  # fmt: skip
-        return DecisionOutcome("banked", sha, hashes_from=source)
+
+    def _whole(self, ruling: ModerationDecision, uri: str) -> VideoHashes | None:
+        """The whole video's hashes, kept in the cache; None (logged) when they cannot be had."""
+        try:
+            hashes = self._fetch_and_hash(uri, ruling.content_sha256)
+        except (_DeadLetter, DecisionNotHandled) as failed:
+            log.warning(
+                "decision_whole_video_unavailable", content_sha256=ruling.content_sha256,
+                error=str(failed)[:300], effect="the entry holds the screened windows only",
+            )  # fmt: skip
+            return None
+        self._cache.put_hashes(HashesKey(self._hashing, ruling.content_sha256), hashes)
+        return hashes
 
     def _hashes(self, ruling: ModerationDecision) -> tuple[VideoHashes, Literal["cache", "uri"]]:
         key = HashesKey(self._hashing, ruling.content_sha256)

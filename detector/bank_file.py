@@ -112,6 +112,7 @@ def hashes_to_record(hashes: VideoHashes, hashing: str) -> VideoHashesRecord:
         mirrored_frames=lines(hashes.mirrored_frames),
         mirrored_faces=lines(hashes.mirrored_faces),
         mirrored_face_probes=[lines(probes) for probes in hashes.mirrored_face_probes],
+        whole=hashes.whole,
     )
 
 
@@ -128,6 +129,7 @@ def record_to_hashes(record: VideoHashesRecord) -> VideoHashes:
         mirrored_frames=features(record.mirrored_frames),
         mirrored_faces=features(record.mirrored_faces),
         mirrored_face_probes=tuple(features(p) for p in record.mirrored_face_probes),
+        whole=record.whole,
     )
 
 

@@ -233,10 +233,12 @@ class DetectorConfig:
     known_fakes: KnownFakesConfig = field(default_factory=KnownFakesConfig)
 
     def policy_fingerprint(self) -> str:
-        """A short hash of what turns findings into actions (the actions, the trust list).
+        """A short hash of what turns findings into actions.
 
-        Part of the verdict cache key: after an operator changes either, a cached
-        verdict decided under the old policy is never served.
+        The actions, the trust list, and which signals are read at all. Part of
+        the verdict cache key: after an operator changes any of them, a cached
+        verdict decided under the old policy is never served. (The bank's match
+        rule is not here: a cache hit is matched against the bank again anyway.)
         """
-        material = repr((self.actions, self.credentials))
+        material = repr((self.actions, self.credentials, self.known_fakes.enabled))
         return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -249,7 +249,7 @@ def hash_whole_video(
             _check_deadline(deadline, config.limits.decode_timeout_s)
     if hashed == 0:
         raise Unreadable(Reason.DECODE_FAILED, "no window of the video could be decoded")
-    return hasher.hashes()
+    return hasher.hashes(whole=True)
 
 
 def detect_strided(

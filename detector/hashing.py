@@ -96,6 +96,8 @@ class VideoHashes:
     mirrored_frames: tuple[PdqFeature, ...] = ()
     mirrored_faces: tuple[PdqFeature, ...] = ()
     mirrored_face_probes: tuple[tuple[PdqFeature, ...], ...] = ()
+    # every frame of the video was offered (`hash_whole`), not only the screened windows
+    whole: bool = False
 
 
 def hashing_fingerprint(config: HashingConfig) -> str:
@@ -274,8 +276,12 @@ class VideoHasher:
                 np.stack(crops) if crops else None,
             )
 
-    def hashes(self) -> VideoHashes:
-        """Everything hashed so far, in the order it was offered."""
+    def hashes(self, *, whole: bool = False) -> VideoHashes:
+        """Everything hashed so far, in the order it was offered.
+
+        `whole`: what was offered is every frame there is to hash (a still, or
+        `hash_whole_video`), not only the windows screened.
+        """
         return VideoHashes(
             frames=tuple(self._upright.frames),
             faces=tuple(self._upright.faces),
@@ -283,6 +289,7 @@ class VideoHasher:
             mirrored_frames=tuple(self._mirrored.frames),
             mirrored_faces=tuple(self._mirrored.faces),
             mirrored_face_probes=tuple(self._mirrored.face_probes),
+            whole=whole,
         )
 
 

@@ -147,7 +147,7 @@ def extract_image_clips(
         tracks=len(clips),
         warnings=notes if info.frames > 1 else [],
         times=times,
-        hashes=hasher.hashes() if hasher is not None else None,
+        hashes=hasher.hashes(whole=True) if hasher is not None else None,
     )
 
 
@@ -161,7 +161,7 @@ def hash_image(path: Path, *, config: DetectorConfig, faces: FaceDetector) -> Vi
     hasher = VideoHasher(config.known_fakes.hashing)
     crops = square_crops(boxes, config.faces.crop_scale) if len(boxes) else None
     hasher.add_frame(frame, 0, 0.0, crops)
-    return hasher.hashes()
+    return hasher.hashes(whole=True)
 
 
 def _refuse_over_pixels(width: int, height: int, limits: ImageLimits) -> None:

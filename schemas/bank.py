@@ -71,6 +71,10 @@ class VideoHashesRecord(BaseModel):
     mirrored_face_probes: list[list[VpdqLine]] = Field(
         default_factory=list, max_length=MAX_FEATURES
     )
+    whole: bool = Field(
+        default=False,
+        description="hashed from every frame of the video, not only the windows screened",
+    )
 
 
 class BankFile(BaseModel):

@@ -31,7 +31,7 @@ HASHING = "hashing-fp"
 HASHES = VideoHashes(
     frames=(PdqFeature(0, 0.0, 90, "f0" * 32),), faces=(PdqFeature(0, 0.0, 60, "0f" * 32),)
 )
-WHOLE = VideoHashes(frames=HASHES.frames * 3, faces=HASHES.faces * 3)
+WHOLE = VideoHashes(frames=HASHES.frames * 3, faces=HASHES.faces * 3, whole=True)
 DECIDED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
@@ -96,8 +96,8 @@ class Replica:
 def test_a_ruling_on_screened_content_is_banked_from_the_hashes_cached_beside_its_verdict() -> None:
     replica = Replica()
     replica.cache.put_hashes(HashesKey(HASHING, SHA), HASHES)
-    outcome = replica.handler.handle(message(decision()))
-    assert (outcome.kind, outcome.hashes_from) == ("banked", "cache")
+    outcome = replica.handler.handle(message(decision(uri=None)))
+    assert (outcome.kind, outcome.hashes_from, outcome.whole) == ("banked", "cache", False)
     [entry] = replica.banked()
     assert entry is not None
     assert (entry.entry_id, entry.decision, entry.moderator) == (
@@ -109,6 +109,46 @@ def test_a_ruling_on_screened_content_is_banked_from_the_hashes_cached_beside_it
     assert entry.decision_event_id is not None
     assert replica.bank.get(SHA) == entry  # this replica at once
     assert replica.fetcher.fetched == []  # nothing fetched or decoded again
+
+
+def test_an_entry_from_the_screened_windows_is_replaced_by_one_of_the_whole_video() -> None:
+    """Banked from the cache first (seconds), then from every frame: trimmed copies match too."""
+    replica = Replica()
+    replica.cache.put_hashes(HashesKey(HASHING, SHA), HASHES)
+    outcome = replica.handler.handle(message(decision()))
+    assert (outcome.kind, outcome.hashes_from, outcome.whole) == ("banked", "cache", True)
+    windows, whole = replica.banked()
+    assert windows is not None and windows.frames == HASHES.frames
+    assert whole is not None and whole.frames == WHOLE.frames and whole.faces == WHOLE.faces
+    assert (whole.entry_id, whole.decided_at) == (windows.entry_id, windows.decided_at)
+    assert replica.hashed == [CONTENT]
+    assert replica.bank.get(SHA) == whole
+    assert replica.cache.get_hashes(HashesKey(HASHING, SHA)) == WHOLE  # no second fetch later
+
+
+def test_cached_hashes_of_the_whole_content_are_not_fetched_again() -> None:
+    replica = Replica()
+    replica.cache.put_hashes(HashesKey(HASHING, SHA), WHOLE)
+    outcome = replica.handler.handle(message(decision()))
+    assert (outcome.hashes_from, outcome.whole) == ("cache", True)
+    assert len(replica.banked()) == 1 and replica.fetcher.fetched == []
+
+
+@pytest.mark.parametrize("failure", ["gone", "unreadable"])
+def test_when_the_whole_video_cannot_be_had_the_window_entry_stays(failure: str) -> None:
+    """Not a dead letter: the ruling is banked, from what screening saw."""
+    media: dict[str, bytes | FetchError] = {URI: CONTENT}
+    if failure == "gone":
+        media = {URI: FetchError("not_found", "404", retryable=False)}
+    replica = Replica(media)
+    replica.unreadable = failure == "unreadable"
+    replica.cache.put_hashes(HashesKey(HASHING, SHA), HASHES)
+    outcome = replica.handler.handle(message(decision()))
+    assert (outcome.kind, outcome.hashes_from, outcome.whole) == ("banked", "cache", False)
+    [entry] = replica.banked()
+    assert entry is not None and replica.bank.get(SHA) == entry
+    assert entry.frames == HASHES.frames
+    assert replica.dead_letters() == []
 
 
 def test_without_cached_hashes_the_content_is_fetched_checked_and_hashed_whole() -> None:
@@ -127,8 +167,8 @@ def test_a_ruling_in_a_cloudevent_is_banked_under_the_id_of_that_ruling() -> Non
     ruling = ModerationDecision.model_validate(decision())
     event = decision_event(ruling)
     replica.handler.handle(message(event.model_dump_json().encode()))
-    [entry] = replica.banked()
-    assert entry is not None and entry.decision_event_id == event.id
+    entries = replica.banked()
+    assert entries and all(e is not None and e.decision_event_id == event.id for e in entries)
 
 
 @pytest.mark.parametrize(
@@ -199,10 +239,11 @@ def test_a_ruling_older_than_the_banked_one_changes_nothing() -> None:
     replica = Replica()
     replica.cache.put_hashes(HashesKey(HASHING, SHA), HASHES)
     replica.handler.handle(message(decision(decision="false_positive")))
+    published = len(replica.topic.records)
     earlier = (DECIDED - timedelta(days=1)).isoformat()
     outcome = replica.handler.handle(message(decision(decided_at=earlier), 1))
     assert outcome.kind == "superseded"
-    assert len(replica.topic.records) == 1
+    assert len(replica.topic.records) == published
     banked = replica.bank.get(SHA)
     assert banked is not None and banked.decision is Decision.FALSE_POSITIVE
 

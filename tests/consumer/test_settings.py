@@ -428,6 +428,13 @@ def test_the_policy_fingerprint_changes_when_credentials_are_no_longer_read() ->
     assert off.policy_fingerprint() != default.policy_fingerprint()
 
 
+def test_the_policy_fingerprint_changes_when_known_fakes_are_no_longer_looked_up() -> None:
+    """Without the bank nothing is blocked as a confirmed fake: no cached block is served."""
+    default = DetectorConfig()
+    off = replace(default, known_fakes=replace(default.known_fakes, enabled=False))
+    assert off.policy_fingerprint() != default.policy_fingerprint()
+
+
 def test_the_policy_fingerprint_ignores_what_does_not_decide_an_action() -> None:
     default = DetectorConfig()
     for unrelated in (
