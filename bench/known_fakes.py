@@ -3,11 +3,12 @@
     python -m bench.known_fakes [--data DIR] [--transforms crf23,crf35,...] [--work DIR]
                                 [--json OUT]
 
-Every clip under `--data` (default the shared clips, `manifest.csv`) is hashed as the
-service samples it: the windows of `plan_windows`, faces found by the project's MediaPipe
-detector on every `detect_every`-th frame and linked into tracks, the tracks' square crops
-(`square_crops`), PDQ of every `frame_stride`-th frame and of its face crops. Each clip is
-banked as a confirmed fake, then:
+Every clip under `--data` (default the shared clips, `manifest.csv`) is hashed by the
+service's own code: queries as screening hashes an upload (`extract_face_clips`: the
+windows of `plan_windows`, faces on every `detect_every`-th frame linked into tracks, PDQ
+of every `frame_stride`-th frame and of its face tiles), entries as a ruling's content is
+hashed (`hash_whole_video`: every window of the video). Each clip is banked as a confirmed
+fake, then:
 
 * **robustness**: copies of each clip made with the ffmpeg of `imageio-ffmpeg` (CRF 23 and
   35, half resolution, first and last 20 % trimmed, frame rate halved, 10 % letterbox,
@@ -20,8 +21,8 @@ banked as a confirmed fake, then:
   over the fake's face crops of the distance to the nearest face crop of the real clip,
   against the same for a JPEG-degraded (quality 30) copy of the fake's own crops.
 
-Decoding and face finding are done here with OpenCV and the project's detector, not by
-the service's decoder: the figures are about the hashes and the rule.
+Only the face-distance figures of the pairs cut their crops here (OpenCV decoding, the
+project's detector and `square_crops`).
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ from bench._common import REPO_ROOT, CpuMeter, bench_main, cpu_line, host, table
 from detector.arrays import Frame
 from detector.bank import Bank, BankEntry, MatchRule
 from detector.clips import square_crops
-from detector.config import FaceConfig, SamplingConfig
+from detector.config import DetectorConfig, FaceConfig, KnownFakesConfig, SamplingConfig
+from detector.extraction import extract_face_clips, hash_whole_video
 from detector.faces import Detection, FaceDetector, MediaPipeFaceDetector
-from detector.hashing import HashingConfig, PdqFeature, VideoHasher, VideoHashes, hamming
+from detector.hashing import HashingConfig, PdqFeature, VideoHashes, hamming
 from detector.tracking import link_window
 from schemas.decision import Decision
 
 DEFAULT_DATA = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
 CLIP_LENGTH = 20  # the model's clip, hence the sampled window
+_INPUT_SIZE = 112  # of the face clips screening cuts beside the hashes (not used here)
 # The real/fake pairs of one scene among the shared clips (fake_X.mp4, real_X.mp4).
 PAIRS = ("bateman", "clinton", "obama", "putin", "reagan", "taxi")
 
@@ -121,22 +124,22 @@ def hash_file(
     *,
     whole: bool = False,
 ) -> VideoHashes:
-    """The hashes of a video file, sampled and face-tracked as the service does.
+    """The hashes of a video file, by the service's own decoding, face tracking and hashing.
 
-    `whole`: every frame of the video is offered to the hasher, not only the sampled windows.
+    `whole`: a bank entry's (`hash_whole_video`); else an upload's, as it is screened.
     """
-    face_config = face_config or FaceConfig()
-    hasher = VideoHasher(hashing)
-    for start, fps, frames in sampled_windows(path, sampling or SamplingConfig(), whole=whole):
-        last = len(frames) - 1
-        detections: list[list[Detection] | None] = [
-            faces.detect(frame) if t % face_config.detect_every == 0 or t == last else None
-            for t, frame in enumerate(frames)
-        ]
-        tracks = link_window(detections, face_config)
-        crops = [square_crops(track.boxes, face_config.crop_scale) for track in tracks]
-        hasher.add_window(frames, start, fps, crops)
-    return hasher.hashes()
+    config = DetectorConfig(
+        sampling=sampling or SamplingConfig(),
+        faces=face_config or FaceConfig(),
+        known_fakes=KnownFakesConfig(hashing=hashing or HashingConfig()),
+    )
+    if whole:
+        return hash_whole_video(path, clip_length=CLIP_LENGTH, config=config, faces=faces)
+    extraction = extract_face_clips(
+        path, clip_length=CLIP_LENGTH, input_size=_INPUT_SIZE, config=config, faces=faces
+    )
+    assert extraction.hashes is not None  # hashing is on in `config`
+    return extraction.hashes
 
 
 # ------------------------------------------------------------------ transformed copies
@@ -349,7 +352,7 @@ def hash_all(
         stored = json.loads(cache.read_text())
     result: dict[str, VideoHashes] = {}
     for name, path in paths.items():
-        key = f"{path}|whole={whole}|{hashing}"
+        key = f"{path}|whole={whole}|{hashing}|service"
         if key not in stored:
             stored[key] = _hashes_to_json(hash_file(path, faces, hashing, whole=whole))
         result[name] = _hashes_from_json(stored[key])
@@ -388,7 +391,7 @@ def measure_all(
     rule: MatchRule | None = None,
     *,
     whole_entries: bool = True,
-    entry_stride: int = 2,
+    entry_max_frames: int = HashingConfig.entry_max_frames,
     only: Collection[str] | None = None,
 ) -> Measurement:
     """Hash the clips under `data` (or those of them named in `only`) and their copies
@@ -399,7 +402,7 @@ def measure_all(
         paths = {name: path for name, path in paths.items() if name in only}
     faces = MediaPipeFaceDetector(FaceConfig())
     cache = work / "hashes.json"
-    entry_hashing = HashingConfig(frame_stride=entry_stride)
+    entry_hashing = HashingConfig(entry_max_frames=entry_max_frames)
     try:
         entries = hash_all(paths, faces, cache, entry_hashing, whole=whole_entries)
         queries = hash_all(paths, faces, cache)
@@ -413,7 +416,11 @@ def measure_all(
         measurement = Measurement(
             clips=sorted(paths),
             rule=asdict(rule),
-            entries=f"{'every' if whole_entries else 'sampled'} frame, stride {entry_stride}",
+            entries=(
+                f"every frame (every k-th beyond {entry_max_frames})"
+                if whole_entries
+                else f"the sampled windows, stride {entry_hashing.frame_stride}"
+            ),
         )
         measure_robustness(entries, copies, rule, measurement)
         measure_precision(entries, queries, rule, measurement)
@@ -430,7 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.work,
         args.transforms,
         whole_entries=args.whole_entries,
-        entry_stride=args.entry_stride,
+        entry_max_frames=args.entry_max_frames,
     )
     return {"host": host(), "cpu": meter.read(), "measurement": asdict(measurement)}
 
@@ -512,7 +519,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="bank entries hash every frame of the clip (default), not only the sampled windows",
     )
-    parser.add_argument("--entry-stride", type=int, default=2, help="frame stride of entries")
+    parser.add_argument(
+        "--entry-max-frames",
+        type=int,
+        default=HashingConfig.entry_max_frames,
+        help="entries hash every frame up to this many, then every k-th (the service's)",
+    )
     parser.add_argument("--json", dest="json_out", type=Path, default=None)
     return parser.parse_args(argv)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
@@ -66,6 +66,35 @@ class InvalidBankRecord(Exception):
 def encode_entry(entry: BankEntry) -> tuple[bytes, bytes]:
     """The record (key, value) that stores `entry`."""
     return entry.entry_id.encode(), entry_to_record(entry).model_dump_json().encode()
+
+
+# Room a bank record leaves in a producer request for its key, headers and framing.
+_RECORD_HEADROOM_BYTES = 16 * 1024
+
+
+def fit_entry(entry: BankEntry, max_request_bytes: int) -> BankEntry:
+    """`entry`, or it with the features of every k-th frame only, so that its record fits
+    in one producer request.
+
+    One entry is one record (a tombstone must remove all of it); a record the
+    broker refuses would hold its ruling back for ever. Thinning keeps the
+    entry's span of the video: what it loses is frames between kept ones. (Thinned
+    to nothing, an entry still applies to the very bytes it was made from.)
+    """
+    room = max_request_bytes - _RECORD_HEADROOM_BYTES
+    size = len(encode_entry(entry)[1])
+    step = 1
+    fitted = entry
+    while size > room and (fitted.frames or fitted.faces):
+        step += 1
+        frames = tuple(f for f in entry.frames if f.frame_number % step == 0)
+        faces = tuple(f for f in entry.faces if f.frame_number % step == 0)
+        fitted = replace(entry, frames=frames, faces=faces)
+        size = len(encode_entry(fitted)[1])
+    if step > 1:
+        log.info("bank_entry_thinned", entry_id=entry.entry_id, every_kth_frame=step,
+                 frames=len(fitted.frames), faces=len(fitted.faces), bytes=size)  # fmt: skip
+    return fitted
 
 
 def decode_record(key: bytes | None, value: bytes | None) -> BankEntry | None:
@@ -216,6 +245,7 @@ class KafkaBankWriter:
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.bank_topic
         self._ack_timeout_s = settings.producer_ack_timeout_s
+        self._max_request_bytes = settings.producer_max_request_bytes
         self._producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
             client_id=f"{settings.client_id}-bank-writer",
@@ -228,7 +258,7 @@ class KafkaBankWriter:
         )
 
     def publish(self, entry: BankEntry) -> None:
-        key, value = encode_entry(entry)
+        key, value = encode_entry(fit_entry(entry, self._max_request_bytes))
         self._send(key, value)
 
     def retract(self, entry_id: str) -> None:

@@ -40,7 +40,7 @@ from typing import Literal
 
 import structlog
 
-from consumer.bank_topic import BankPublishError, BankWriter
+from consumer.bank_topic import BankPublishError, BankWriter, fit_entry
 from consumer.broker import EventSink, Message, PublishError, Skipped, UploadSource
 from consumer.cache import HashesKey, VerdictCache
 from consumer.media import FetchError, MediaFetcher
@@ -149,7 +149,9 @@ class DecisionHandler:
         return DecisionOutcome("banked", sha, hashes_from=source, whole=hashes.whole)
 
     def _bank_entry(self, ruling: ModerationDecision, hashes: VideoHashes, source: str) -> None:
-        entry = BankEntry.from_decision(ruling, hashes)
+        # Fitted here, so that this replica banks what the others will read.
+        max_bytes = self._settings.kafka.producer_max_request_bytes
+        entry = fit_entry(BankEntry.from_decision(ruling, hashes), max_bytes)
         self._publish(lambda: self._writer.publish(entry))
         self._bank.add(entry)  # this replica at once; the others as they tail the topic
         log.info(

@@ -164,6 +164,10 @@ class HashingConfig:
     """Which frames are hashed and how pictures are prepared for PDQ."""
 
     frame_stride: int = 5  # hash frame numbers divisible by this
+    # A bank entry (`hash_whole_video`) hashes every frame, so that a copy's frames, wherever
+    # a trim or a new frame rate puts them, meet one of its own; above this many frames,
+    # every k-th (cost and record size stay bounded). Measured in bench/README.md.
+    entry_max_frames: int = 1800
     max_side: int = 640  # whole frames are downscaled to this before PDQ
     face_size: int = 256  # face tiles are resized to this square before PDQ
     tile_rungs: int = 10  # face tile sides: short side * 2^(-k/2), k = 0 .. tile_rungs - 1

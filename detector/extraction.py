@@ -14,8 +14,9 @@ walks every frame instead, for a bank entry.
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -218,20 +219,23 @@ def extract_face_clips(
 def hash_whole_video(
     path: Path, *, clip_length: int, config: DetectorConfig, faces: FaceDetector
 ) -> VideoHashes:
-    """The hashes of every frame of a video (every `frame_stride`-th), faces tracked as in
-    screening; `Unreadable` when it is refused or nothing decodes.
+    """The hashes of every frame of a video (every k-th beyond `entry_max_frames`), faces
+    tracked as in screening; `Unreadable` when it is refused or nothing decodes.
 
     What a bank entry holds: a re-upload that was trimmed or had its frame rate
     changed samples other moments than the original's windows, so the entry
-    covers them all. Frames are walked in consecutive windows of `clip_length`
+    covers them all, every frame, so that each frame a copy samples meets one
+    of its own. Frames are walked in consecutive windows of `clip_length`
     (a tail shorter than one is not hashed), within the decode time limit.
     """
     started = time.monotonic()
     deadline = started + config.limits.decode_timeout_s
-    hasher = VideoHasher(config.known_fakes.hashing)
+    hashing = config.known_fakes.hashing
     threads = config.decoding.threads
     with open_video(path, config.limits, threads=threads, deadline=deadline) as video:
         count = video.probe.frame_count
+        stride = max(1, math.ceil(count / hashing.entry_max_frames))
+        hasher = VideoHasher(replace(hashing, frame_stride=stride))
         starts = list(range(0, count - clip_length + 1, clip_length))
         if not starts:
             raise Unreadable(

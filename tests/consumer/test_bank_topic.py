@@ -13,6 +13,7 @@ from consumer.bank_topic import (
     InvalidBankRecord,
     decode_record,
     encode_entry,
+    fit_entry,
 )
 from detector.bank import Bank, BankEntry
 from detector.hashing import PdqFeature, VideoHashes
@@ -42,6 +43,36 @@ def test_an_entry_goes_on_the_topic_keyed_by_its_id_and_comes_back_equal() -> No
     key, value = encode_entry(entry("abc"))
     assert key == b"abc"
     assert decode_record(key, value) == entry("abc")
+
+
+def long_entry(frames: int) -> BankEntry:
+    """An entry of `frames` consecutive frames, a face in each."""
+    features = [PdqFeature(n, n / 30, 90, f"{n:064x}") for n in range(frames)]
+    return BankEntry.from_hashes(
+        "long",
+        Decision.CONFIRMED_FAKE,
+        "mod-1",
+        VideoHashes(frames=tuple(features), faces=tuple(features)),
+        decided_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+
+
+def test_an_entry_that_fits_in_one_request_is_published_as_it_is() -> None:
+    whole = long_entry(300)
+    assert fit_entry(whole, 1024 * 1024) == whole
+
+
+def test_an_entry_too_large_for_one_request_keeps_every_kth_frame_across_the_video() -> None:
+    """A record the broker refuses would hold the ruling back for ever."""
+    whole = long_entry(12_000)
+    assert len(encode_entry(whole)[1]) > 1024 * 1024
+    fitted = fit_entry(whole, 1024 * 1024)
+    assert len(encode_entry(fitted)[1]) <= 1024 * 1024 - 16 * 1024
+    kept = [f.frame_number for f in fitted.frames]
+    step = kept[1] - kept[0]
+    assert step > 1 and kept == list(range(0, 12_000, step))  # the whole span, evenly
+    assert [f.frame_number for f in fitted.faces] == kept
+    assert (fitted.entry_id, fitted.decision) == (whole.entry_id, whole.decision)
 
 
 def test_a_null_value_is_a_tombstone() -> None:

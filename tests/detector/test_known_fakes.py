@@ -107,8 +107,22 @@ def test_a_whole_video_hash_covers_every_window_not_only_the_sampled_ones(
     sampled = one_window.screen_timed(synthetic.moving_face).hashes
     one_window.close()
     assert sampled is not None and len(sampled.frames) == 4  # one window of 20 frames
-    assert [f.frame_number for f in whole_hashes.frames] == list(range(0, 60, 5))
-    assert {f.frame_number for f in whole_hashes.faces} == set(range(0, 60, 5))
+    assert not sampled.whole
+    # every frame: a trimmed copy's sampled frames each meet one of the entry's own
+    assert [f.frame_number for f in whole_hashes.frames] == list(range(60))
+    assert {f.frame_number for f in whole_hashes.faces} == set(range(60))
+    assert whole_hashes.whole
+
+
+def test_a_whole_video_hash_beyond_its_frame_budget_takes_every_kth_frame(
+    synthetic: SyntheticVideos,
+) -> None:
+    """Cost and the bank record's size stay bounded for long videos."""
+    budget = KnownFakesConfig(hashing=replace(KnownFakesConfig().hashing, entry_max_frames=25))
+    detector = screening(0.1, known_fakes=budget)
+    hashes = detector.hash_whole(synthetic.moving_face)
+    detector.close()
+    assert [f.frame_number for f in hashes.frames] == list(range(0, 60, 3))  # ceil(60 / 25)
 
 
 def test_with_the_signal_off_nothing_is_hashed_and_the_bank_is_not_asked(
