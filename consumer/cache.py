@@ -34,12 +34,19 @@ not keyed by model: hashes do not depend on it. They serve two ends:
   contradict it, without deleting or versioning a single cache entry (a
   deletion would race with a screening in flight on another replica, which
   would put the stale verdict back).
+
+A cache hit costs two lookups (`get_with_hashes`: one round trip to Redis) and
+no parsing when the same entries were parsed a moment ago: entries never
+change once written (a verdict of these bytes under this model and policy,
+hashes under this hashing), so a re-upload burst parses them once (`_Parsed`,
+bounded by the bytes it holds).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -89,6 +96,12 @@ class VerdictCache(Protocol):
         """The content's perceptual hashes; None when there are none or they do not parse."""
         ...
 
+    def get_with_hashes(
+        self, key: CacheKey, hashes_key: HashesKey
+    ) -> tuple[ScreeningVerdict | None, VideoHashes | None]:
+        """`get(key)` and `get_hashes(hashes_key)` at once (a cache hit's two lookups)."""
+        ...
+
     def put_hashes(self, key: HashesKey, hashes: VideoHashes) -> None: ...
 
     def claim(self, key: CacheKey, owner: str) -> bool:
@@ -102,6 +115,39 @@ class VerdictCache(Protocol):
     def close(self) -> None: ...
 
 
+class _Parsed:
+    """What recently read entries parsed to, by their raw value (least recently used go first).
+
+    Sound because an entry's value never changes meaning: equal bytes under the
+    same kind parse to an equal (immutable) object.
+    """
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._parsed: OrderedDict[tuple[str, str | bytes], object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, raw: str | bytes) -> object | None:
+        with self._lock:
+            parsed = self._parsed.get((kind, raw))
+            if parsed is not None:
+                self._parsed.move_to_end((kind, raw))
+            return parsed
+
+    def put(self, kind: str, raw: str | bytes, parsed: object) -> None:
+        if len(raw) > self._max_bytes // 4:
+            return
+        with self._lock:
+            if (kind, raw) in self._parsed:
+                return
+            self._parsed[(kind, raw)] = parsed
+            self._bytes += len(raw)
+            while self._bytes > self._max_bytes:
+                (_, old), _ = self._parsed.popitem(last=False)
+                self._bytes -= len(old)
+
+
 class _Unparsable:
     """Counts entries that no longer parse; logs the first one (the metric counts the rest)."""
 
@@ -109,13 +155,19 @@ class _Unparsable:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._logged = False
+        self._parsed = _Parsed()
 
     def parse(self, raw: str | bytes, key: CacheKey) -> ScreeningVerdict | None:
+        known = self._parsed.get("verdict", raw)
+        if isinstance(known, ScreeningVerdict):
+            return known
         try:
-            return ScreeningVerdict.model_validate_json(raw)
+            verdict = ScreeningVerdict.model_validate_json(raw)
         except ValueError as error:  # pydantic's ValidationError, bytes that are not UTF-8
             self._count(error, key)
             return None
+        self._parsed.put("verdict", raw, verdict)
+        return verdict
 
     def _count(self, error: ValueError, key: CacheKey) -> None:
         if self._metrics:
@@ -136,13 +188,18 @@ def _hashes_json(key: HashesKey, hashes: VideoHashes) -> str:
     return hashes_to_record(hashes, key.hashing).model_dump_json()
 
 
-def _parse_hashes(raw: str | bytes, key: HashesKey) -> VideoHashes | None:
+def _parse_hashes(raw: str | bytes, key: HashesKey, parsed: _Parsed) -> VideoHashes | None:
     """The hashes in `raw`, or None (logged) when they do not parse or are another hashing's."""
+    known = parsed.get(key.hashing, raw)
+    if isinstance(known, VideoHashes):
+        return known
     try:
         record = VideoHashesRecord.model_validate_json(raw)
         if record.hashing != key.hashing:
             raise ValueError(f"hashed under {record.hashing}, not {key.hashing}")
-        return record_to_hashes(record)
+        hashes = record_to_hashes(record)
+        parsed.put(key.hashing, raw, hashes)
+        return hashes
     except (ValueError, InvalidBankFile) as error:
         log.warning(
             "cached_hashes_unreadable",
@@ -180,6 +237,7 @@ class InMemoryVerdictCache:
             maxsize=max_entries, ttl=verdict_ttl_s, timer=timer
         )
         self._unparsable = _Unparsable(metrics)
+        self._parsed_hashes = _Parsed()
 
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
         with self._lock:
@@ -206,12 +264,17 @@ class InMemoryVerdictCache:
             raw = self._hashes.get(key)
         if raw is None:
             return None
-        hashes = _parse_hashes(raw, key)
+        hashes = _parse_hashes(raw, key, self._parsed_hashes)
         if hashes is None:
             with self._lock:
                 if self._hashes.get(key) == raw:
                     del self._hashes[key]
         return hashes
+
+    def get_with_hashes(
+        self, key: CacheKey, hashes_key: HashesKey
+    ) -> tuple[ScreeningVerdict | None, VideoHashes | None]:
+        return self.get(key), self.get_hashes(hashes_key)
 
     def put_hashes(self, key: HashesKey, hashes: VideoHashes) -> None:
         self.put_hashes_raw(key, _hashes_json(key, hashes))
@@ -264,6 +327,7 @@ class RedisVerdictCache:
         self._metrics = metrics
         self._delete_if_equal = self._client.register_script(_DELETE_IF_EQUAL)
         self._unparsable = _Unparsable(metrics)
+        self._parsed_hashes = _Parsed()
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._up = True
@@ -273,6 +337,16 @@ class RedisVerdictCache:
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
         name = self._verdict_key(key)
         raw = self._call(lambda: self._client.get(name), default=None)
+        return self._verdict(name, raw, key)
+
+    def get_with_hashes(
+        self, key: CacheKey, hashes_key: HashesKey
+    ) -> tuple[ScreeningVerdict | None, VideoHashes | None]:
+        names = (self._verdict_key(key), self._hashes_key(hashes_key))
+        raw = self._call(lambda: self._client.mget(names), default=None) or (None, None)
+        return self._verdict(names[0], raw[0], key), self._hashes(names[1], raw[1], hashes_key)
+
+    def _verdict(self, name: str, raw: object, key: CacheKey) -> ScreeningVerdict | None:
         if not isinstance(raw, bytes):
             return None
         verdict = self._unparsable.parse(raw, key)
@@ -290,9 +364,12 @@ class RedisVerdictCache:
     def get_hashes(self, key: HashesKey) -> VideoHashes | None:
         name = self._hashes_key(key)
         raw = self._call(lambda: self._client.get(name), default=None)
+        return self._hashes(name, raw, key)
+
+    def _hashes(self, name: str, raw: object, key: HashesKey) -> VideoHashes | None:
         if not isinstance(raw, bytes):
             return None
-        hashes = _parse_hashes(raw, key)
+        hashes = _parse_hashes(raw, key, self._parsed_hashes)
         if hashes is None:
             self._call(lambda: self._delete_if_equal(keys=[name], args=[raw]), default=None)
         return hashes

@@ -9,7 +9,9 @@ many bytes, how long) and either yields a temporary file with its SHA-256, or ra
 whether to try the message again or dead-letter it.
 
 The temporary file lives only inside the `with`: it is removed on exit, also when the
-fetch itself fails half way.
+fetch itself fails half way. A local file is hashed where it lies and copied only when
+`path` is first asked for (a re-upload served from the verdict cache never is); the
+copy is checked against the hash, so what is screened is what was hashed.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, overload
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
@@ -139,12 +141,17 @@ def _rebuild_fetch_error(reason: str, detail: str, retryable: bool) -> FetchErro
 
 @dataclass(frozen=True)
 class FetchedMedia:
-    """A fetched video: a temporary file that exists only inside the fetch's `with`."""
+    """A fetched video: its hash, and a temporary file that exists only inside the fetch's
+    `with` (`path`; made on first use for a local file, which may raise `FetchError`)."""
 
-    path: Path
     sha256: str
     size_bytes: int
     content_type: str | None
+    file: Callable[[], Path] = field(repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.file()
 
 
 class MediaFetcher(Protocol):
@@ -233,7 +240,12 @@ class _Sink:
             self._file.close()
         except OSError as exc:
             raise FetchError("temp_storage_error", str(exc), retryable=True) from exc
-        return FetchedMedia(self._path, self._hash.hexdigest(), self.size, content_type)
+        path = self._path
+        return FetchedMedia(self._hash.hexdigest(), self.size, content_type, lambda: path)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
 
 
 @contextlib.contextmanager
@@ -294,14 +306,21 @@ class UriFetcher:
         self._tls = tls_context
         # Resolved once: resolving is a system call a path component, on every fetch.
         self._roots = [root.resolve() for root in self.policy.file_roots]
+        self._root_prefixes = [(str(r), str(r).rstrip(os.sep) + os.sep) for r in self._roots]
 
     @contextlib.contextmanager
     def fetch(self, uri: str) -> Iterator[FetchedMedia]:
         parts = _split(uri)
         if parts.scheme == "file":
             path = self._checked_file_path(parts)
-            with _temporary_media(self.policy.temp_dir, self.policy.max_bytes) as sink:
-                yield sink.finish(self._copy_file(path, sink))
+            fd = self._open_file(path)
+            open_ = [True]
+            try:
+                with contextlib.ExitStack() as later:
+                    yield self._hash_file(path, fd, later, open_)
+            finally:
+                open_.clear()
+                os.close(fd)
         elif parts.scheme in _DEFAULT_PORTS:
             with _temporary_media(self.policy.temp_dir, self.policy.max_bytes) as sink:
                 yield sink.finish(self._download(uri, sink))
@@ -314,7 +333,7 @@ class UriFetcher:
 
     # file://
 
-    def _checked_file_path(self, parts: SplitResult) -> Path:
+    def _checked_file_path(self, parts: SplitResult) -> str:
         if parts.netloc not in ("", "localhost"):
             raise FetchError("invalid_uri", f"a file URI must not name a host ({parts.netloc})")
         try:
@@ -323,23 +342,20 @@ class UriFetcher:
             raise FetchError("invalid_uri", "the path is not UTF-8 once decoded") from exc
         if "\x00" in raw or not raw.startswith("/"):
             raise FetchError("invalid_uri", "a file URI needs an absolute path")
-        roots = self._roots
-        if not roots:
+        if not self._roots:
             raise FetchError("outside_file_roots", "no file roots are configured")
         try:
-            # Judged before existence, so a refused path does not reveal whether it exists.
-            if not _under(Path(raw).resolve(), roots):
-                raise FetchError("outside_file_roots", f"{raw} is outside the file roots")
-            path = Path(raw).resolve(strict=True)
-        except FileNotFoundError as exc:
-            raise FetchError("not_found", f"{raw} does not exist") from exc
+            # Judged before existence, so a refused path does not reveal whether it exists;
+            # opening it (`_open_file`) refuses a symlink swapped in since.
+            path = os.path.realpath(raw)
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise FetchError("file_unreadable", f"{raw}: {exc}") from exc
-        if not _under(path, roots):  # it changed between the two resolutions
+        if not any(path == root or path.startswith(prefix) for root, prefix in self._root_prefixes):
             raise FetchError("outside_file_roots", f"{raw} is outside the file roots")
         return path
 
-    def _copy_file(self, path: Path, sink: _Sink) -> str | None:
+    def _open_file(self, path: str) -> int:
+        """An open descriptor of the regular file at `path`, within the policy's limits."""
         # No following a symlink swapped in since resolving, and no blocking on a FIFO.
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
@@ -365,14 +381,54 @@ class UriFetcher:
                 raise FetchError(
                     "too_large", f"{info.st_size} bytes > limit {self.policy.max_bytes}"
                 )
-            # The sink enforces the limit again: the file may grow while we copy.
-            while chunk := os.read(fd, _FILE_CHUNK):
-                sink.write(chunk)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _hash_file(
+        self, path: str, fd: int, later: contextlib.ExitStack, open_: list[bool]
+    ) -> FetchedMedia:
+        """The open file's hash; its temporary copy is made (in `later`) only when asked for,
+        while `open_` (the fetch's `with`) is."""
+        digest = hashlib.sha256()
+        size = self._read_file(path, fd, digest.update)
+        sha256 = digest.hexdigest()
+        copied: list[Path] = []
+
+        def copy() -> Path:
+            if not copied:
+                if not open_:
+                    raise RuntimeError("a fetched file is there only inside the fetch's `with`")
+                sink = later.enter_context(
+                    _temporary_media(self.policy.temp_dir, self.policy.max_bytes)
+                )
+                self._read_file(path, fd, sink.write)
+                if sink.sha256 != sha256:
+                    raise FetchError(
+                        "changed_while_fetched",
+                        f"{path} changed between hashing and copying it",
+                        retryable=True,
+                    )
+                copied.append(sink.finish(None).path)
+            return copied[0]
+
+        return FetchedMedia(sha256, size, mimetypes.guess_type(path)[0], copy)
+
+    def _read_file(self, path: str, fd: int, take: Callable[[bytes], object]) -> int:
+        """Every byte of the open file from its start, given to `take`; the byte count."""
+        size = 0
+        try:
+            while chunk := os.pread(fd, _FILE_CHUNK, size):
+                size += len(chunk)
+                if size > self.policy.max_bytes:  # the file may grow while we read it
+                    raise FetchError(
+                        "too_large", f"more than {self.policy.max_bytes} bytes (limit), aborted"
+                    )
+                take(chunk)
         except OSError as exc:
             raise FetchError("file_unreadable", f"{path}: {exc}") from exc
-        finally:
-            os.close(fd)
-        return mimetypes.guess_type(path.name)[0]
+        return size
 
     # http:// and https://
 
@@ -649,10 +705,6 @@ def _parse_target(uri: str, *, redirect: bool = False) -> _Target | None:
         raise FetchError("invalid_uri", f"no host in {uri}")
     request_path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return _Target(parts.scheme, host, port, request_path, uri)
-
-
-def _under(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
 
 
 def _split(uri: str) -> SplitResult:

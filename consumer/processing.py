@@ -35,14 +35,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NoReturn, Protocol
 
 import structlog
 
 from consumer.broker import EventSink, Headers, Message, PublishError
 from consumer.cache import CacheKey, HashesKey, VerdictCache
-from consumer.media import FetchError, MediaFetcher
+from consumer.media import FetchedMedia, FetchError, MediaFetcher
 from consumer.metrics import Metrics
 from consumer.settings import Settings
 from detector.hashing import VideoHashes
@@ -268,7 +267,7 @@ class UploadProcessor:
                             f"the event says {upload.sha256}, the bytes hash to {media.sha256}",
                             retryable=False,  # the same bytes give the same hash
                         )
-                    return self._screened(upload, media.path, media.sha256, started)
+                    return self._screened(upload, media, started)
             except FetchError as failed:
                 if not failed.retryable or attempt == retry.max_attempts:
                     self._dead_letter(message, "FetchError", failed.reason, failed.detail, attempt)
@@ -287,8 +286,11 @@ class UploadProcessor:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _screened(
-        self, upload: VideoUploaded, path: Path, content_sha256: str, started: float
+        self, upload: VideoUploaded, media: FetchedMedia, started: float
     ) -> ScreeningVerdict:
+        """The verdict for the fetched bytes: from the cache, or screened (only then is the
+        media's file made, for a local file)."""
+        content_sha256 = media.sha256
         self._await_bank()
         key = CacheKey(self._model_sha256, content_sha256, policy=self._policy)
         cached = self._cached(upload, key, started)
@@ -301,7 +303,7 @@ class UploadProcessor:
                 return cached
         try:
             screened = self._screen(
-                path, video_id=upload.video_id, uri=upload.uri, content_sha256=content_sha256
+                media.path, video_id=upload.video_id, uri=upload.uri, content_sha256=content_sha256
             )
             verdict, hashes = (
                 (screened.verdict, screened.hashes)
@@ -349,7 +351,7 @@ class UploadProcessor:
     def _cached(
         self, upload: VideoUploaded, key: CacheKey, started: float
     ) -> ScreeningVerdict | None:
-        hit = self._current(self._cache.get(key))
+        hit = self._lookup(key)
         if hit is None:
             self._metrics.cache_misses.inc()
             return None
@@ -363,21 +365,23 @@ class UploadProcessor:
         while time.monotonic() < deadline:
             if self._stopping.wait(self._settings.redis.claim_poll_s):
                 raise HandedBack
-            hit = self._current(self._cache.get(key))
+            hit = self._lookup(key)
             if hit is not None:
                 return self._as_cache_hit(hit, upload, started)
         return None  # the other replica died or is slow: screen it ourselves
 
-    def _current(self, hit: ScreeningVerdict | None) -> ScreeningVerdict | None:
-        """A cached verdict with its known-fakes finding redone against the bank as it is now.
+    def _lookup(self, key: CacheKey) -> ScreeningVerdict | None:
+        """The cached verdict with its known-fakes finding redone against the bank as it is now.
 
-        None (a miss: screened again) when that cannot be done in full: the content
-        was hashed when screened but its hashes have left the cache (they are evicted
-        apart from the verdict), or the entry is broken.
+        None (a miss: screened again) when there is none, or when that cannot be
+        done in full: the content was hashed when screened but its hashes have left
+        the cache (they are evicted apart from the verdict), or the entry is broken.
         """
-        if hit is None or self._known_fakes is None:
-            return hit
-        hashes = self._cache.get_hashes(self._hashes_key(hit.content_sha256))
+        if self._known_fakes is None:
+            return self._cache.get(key)
+        hit, hashes = self._cache.get_with_hashes(key, self._hashes_key(key.content_sha256))
+        if hit is None:
+            return None
         if hashes is None and _was_hashed(hit):
             log.info("cached_hashes_missing", content_sha256=hit.content_sha256,
                      effect="screened again")  # fmt: skip

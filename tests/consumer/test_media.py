@@ -26,7 +26,6 @@ import pytest
 
 from consumer import media
 from consumer.media import (
-    FetchedMedia,
     FetchError,
     FetchPolicy,
     InMemoryFetcher,
@@ -264,14 +263,44 @@ def test_the_temporary_file_exists_inside_the_with_and_is_removed_after(files: F
 
 
 def test_the_temporary_file_is_removed_when_the_with_body_raises(files: Files) -> None:
-    seen: list[FetchedMedia] = []
+    seen: list[Path] = []
     with (
         pytest.raises(ZeroDivisionError),
         files.fetcher.fetch(files.uri(files.root / "clips" / "video.mp4")) as fetched,
     ):
-        seen.append(fetched)
+        seen.append(fetched.path)
         1 / 0  # noqa: B018
-    assert not seen[0].path.exists()
+    assert not seen[0].exists()
+
+
+def test_a_local_file_is_copied_only_when_its_path_is_asked_for(files: Files) -> None:
+    """A re-upload served from the cache needs only the hash: no temporary file is made."""
+    temp = files.root / "temp"
+    temp.mkdir()
+    fetcher = UriFetcher(FetchPolicy(file_roots=(files.root,), temp_dir=temp))
+    source = files.root / "clips" / "video.mp4"
+    with fetcher.fetch(files.uri(source)) as fetched:
+        assert fetched.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert list(temp.iterdir()) == []
+        assert fetched.path.read_bytes() == source.read_bytes()
+        assert fetched.path == fetched.path and len(list(temp.iterdir())) == 1
+    assert list(temp.iterdir()) == [] and not fetched.path.exists()
+    with fetcher.fetch(files.uri(source)) as unused:
+        pass
+    with pytest.raises(RuntimeError):
+        _ = unused.path  # first asked for outside the `with`
+
+
+def test_a_local_file_changed_between_hashing_and_copying_is_a_retryable_error(
+    files: Files,
+) -> None:
+    """What is screened is what was hashed: the verdict is cached under that hash."""
+    source = files.root / "clips" / "video.mp4"
+    with files.fetcher.fetch(files.uri(source)) as fetched:
+        source.write_bytes(b"other bytes of the same file")
+        with pytest.raises(FetchError) as error:
+            _ = fetched.path
+    assert (error.value.reason, error.value.retryable) == ("changed_while_fetched", True)
 
 
 # http:// and https://
