@@ -187,6 +187,7 @@ class Bank:
         self._slots: dict[str, int] = {}  # entry id → slot (never reused)
         self._entries: dict[int, BankEntry] = {}  # slot → entry
         self._next_slot = 0
+        self._version = 0  # bumped by every change of the entries
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- contents
@@ -203,6 +204,7 @@ class Bank:
             self._faces.add(hex_to_bits(faces), np.full(len(faces), slot, dtype=np.int64))
             self._slots[entry.entry_id] = slot
             self._entries[slot] = entry
+            self._version += 1
 
     def remove(self, entry_id: str) -> bool:
         """Forget an entry; False when there was none."""
@@ -236,6 +238,12 @@ class Bank:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    @property
+    def version(self) -> int:
+        """Changes whenever an entry is added, replaced or removed."""
+        with self._lock:
+            return self._version
 
     def __contains__(self, entry_id: object) -> bool:
         with self._lock:
@@ -391,6 +399,7 @@ class Bank:
         slot = self._slots.pop(entry_id, None)
         if slot is None:
             return False
+        self._version += 1
         del self._entries[slot]
         self._frames.remove([slot])
         self._faces.remove([slot])

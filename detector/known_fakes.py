@@ -20,6 +20,8 @@ next upload of that content on every replica, once the replica's bank has it.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +56,11 @@ class KnownFakes(Protocol):
     def get(self, entry_id: str) -> BankEntry | None: ...
 
     def __len__(self) -> int: ...
+
+    @property
+    def version(self) -> int:
+        """Changes whenever an entry is added, replaced or removed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -201,6 +208,45 @@ def refresh_known_fakes(
             "action_signal": deciding.signal if deciding else None,
         }
     )
+
+
+class RefreshedVerdicts:
+    """`refresh_known_fakes`, remembered per content while the bank does not change.
+
+    A cache hit has its known-fakes finding redone against the bank; in a burst
+    of re-uploads of the same bytes that would look the bank up once an upload,
+    and a lookup in a bank of a million hashes takes tens of milliseconds. The
+    answer is kept per content with the bank's `version`, which every entry
+    added or removed changes, so what is served is never staler than a lookup
+    would be. Kept only for the very verdict and hashes objects it was worked
+    out from (the cache hands out the same objects for the same entries).
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._kept: OrderedDict[str, tuple[int, object, object, ScreeningVerdict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def refresh(
+        self,
+        verdict: ScreeningVerdict,
+        hashes: VideoHashes | None,
+        bank: KnownFakes,
+        policy: ActionPolicy,
+    ) -> ScreeningVerdict:
+        version = bank.version  # before the lookup: a change during it is seen next time
+        key = verdict.content_sha256
+        with self._lock:
+            kept = self._kept.get(key)
+        if kept is not None and kept[0] == version and kept[1] is verdict and kept[2] is hashes:
+            return kept[3]
+        fresh = refresh_known_fakes(verdict, hashes, bank, policy)
+        with self._lock:
+            self._kept[key] = (version, verdict, hashes, fresh)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self._max_entries:
+                self._kept.popitem(last=False)
+        return fresh
 
 
 def _how(finding: Finding) -> str:

@@ -37,11 +37,11 @@ from detector.hashing import VideoHashes
 from detector.image import ImageProbe
 from detector.known_fakes import (
     KnownFakes,
+    RefreshedVerdicts,
     combined,
     evidence,
     known_fakes_result,
     look_up,
-    refresh_known_fakes,
 )
 from detector.probe import Probe, Unreadable
 from detector.routing import Extractor, InProcessExtractor
@@ -95,6 +95,7 @@ class Detector:
         self.known_fakes: KnownFakes = (
             known_fakes if known_fakes is not None else Bank(self.config.known_fakes.rule)
         )
+        self._refreshed = RefreshedVerdicts()
         self.extractor = extractor or InProcessExtractor(self.config, face_detector)
         self.credentials = credentials or InProcessCredentialsReader(
             self.config.credentials, self.config.limits.max_bytes
@@ -194,7 +195,7 @@ class Detector:
         """A verdict (from the cache) with its known-fakes finding redone against the bank now."""
         if not self.config.known_fakes.enabled:
             return verdict
-        return refresh_known_fakes(verdict, hashes, self.known_fakes, self.config.actions)
+        return self._refreshed.refresh(verdict, hashes, self.known_fakes, self.config.actions)
 
     def hash_whole(self, path: Path) -> VideoHashes:
         """Hashes of every frame of a video (or of a still), for a bank entry; `Unreadable`.

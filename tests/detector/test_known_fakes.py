@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from detector.bank import Bank, BankEntry
+from detector.bank import Bank, BankEntry, BankMatch
 from detector.config import ActionPolicy, DetectorConfig, KnownFakesConfig, SamplingConfig
 from detector.hashing import VideoHashes
-from detector.known_fakes import refresh_known_fakes
+from detector.known_fakes import RefreshedVerdicts, refresh_known_fakes
 from detector.pipeline import Detector
 from detector.scoring import InMemoryScorer
 from schemas import Action, Outcome, Reason
@@ -377,6 +377,37 @@ def test_a_cached_verdict_without_hashes_still_meets_a_ruling_on_its_bytes(
         Action.NONE,
     )
     assert fresh.known_fake is not None and fresh.known_fake.same_content
+
+
+class CountingBank(Bank):
+    """A bank that counts the lookups it answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def match(self, query: VideoHashes) -> list[BankMatch]:
+        self.lookups += 1
+        return super().match(query)
+
+
+def test_a_burst_of_hits_looks_the_bank_up_once_until_the_bank_changes(
+    whole_hashes: VideoHashes,
+) -> None:
+    """A lookup in a large bank costs milliseconds; a ruling is still seen at the next hit."""
+    stale, bank, refreshed = cached(model_flag()), CountingBank(), RefreshedVerdicts()
+    first = refreshed.refresh(stale, whole_hashes, bank, ActionPolicy())
+    for _ in range(5):
+        assert refreshed.refresh(stale, whole_hashes, bank, ActionPolicy()) is first
+    assert bank.lookups == 1
+    bank.add(entry(Decision.FALSE_POSITIVE, whole_hashes, "f" * 64))
+    allowed = refreshed.refresh(stale, whole_hashes, bank, ActionPolicy())
+    assert bank.lookups == 2 and allowed.reason is Reason.ALLOW_LISTED
+    bank.remove("f" * 64)
+    again = refreshed.refresh(stale, whole_hashes, bank, ActionPolicy())
+    assert bank.lookups == 3 and again.reason is not Reason.ALLOW_LISTED
+    other = refreshed.refresh(stale, None, bank, ActionPolicy())  # other hashes: looked up
+    assert other.known_fake is None
 
 
 # ------------------------------------------------------------------ the contract holds it
