@@ -1,6 +1,7 @@
 """The service itself: uploads a second through Kafka, the cache and the decoder processes.
 
-    python -m bench.service [--uploads N] [--videos DIR] [--json OUT]
+    python -m bench.service [--uploads N] [--videos DIR] [--hit-video FILE] [--replicas N]
+                            [--phases ...] [--json OUT]
 
 Each phase runs in a fresh Python process of its own (so that its CPU time and peak RSS are
 its own): an `EmbeddedBroker` (Tansu), and the service from `build_app` on a thread of that
@@ -16,14 +17,20 @@ decoding in `extraction_workers` isolated worker processes and an untrained refe
 The group join and a warm-up screening come first and are not measured. The uploads are then
 published while a gate in front of the fetcher holds the service back, so the clock (and the
 CPU meter) starts with a backlog on the topic and the publisher's own work is not counted.
+
+`--replicas 2` runs a second replica of the service in a process of its own, in the same
+consumer group (one uploads partition each), with the same cache and gate: what a platform
+gets from scaling out on one machine. Its CPU is counted with the children.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import shutil
@@ -53,8 +60,10 @@ from bench._common import (
 
 if TYPE_CHECKING:
     from consumer.broker import EventSink, Headers, PublishError
+    from consumer.embedded import EmbeddedBroker
     from consumer.media import FetchedMedia, MediaFetcher
     from consumer.metrics import Metrics
+    from consumer.settings import Settings
 
 DEFAULT_VIDEOS = (REPO_ROOT / ".." / "shared" / "data" / "clips").resolve()
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -80,8 +89,10 @@ class WatchedSink:
     `done` is set once `expect(n)` outcomes have been acknowledged.
     """
 
-    def __init__(self, inner: EventSink) -> None:
+    def __init__(self, inner: EventSink, shared: Any = None) -> None:
+        """`shared`: a `multiprocessing.Value("i")` every replica's sink counts outcomes into."""
         self._inner = inner
+        self._shared = shared
         self._lock = threading.Lock()
         self.done = threading.Event()
         self._target = 0
@@ -129,6 +140,9 @@ class WatchedSink:
                 self.times.append(now)
                 if self.outcomes >= self._target:
                     self.done.set()
+        if self._shared is not None and topic in (VERDICTS, DLQ):
+            with self._shared.get_lock():
+                self._shared.value += 1
 
     def flush(self, timeout_s: float) -> None:
         self._inner.flush(timeout_s)
@@ -140,9 +154,10 @@ class WatchedSink:
 class GatedFetcher:
     """The real fetcher behind a gate: while it is shut, workers wait before fetching."""
 
-    def __init__(self, inner: MediaFetcher) -> None:
+    def __init__(self, inner: MediaFetcher, gate: Any = None) -> None:
+        """`gate`: an event shared with other replicas (a `multiprocessing.Event`)."""
         self._inner = inner
-        self._open = threading.Event()
+        self._open = gate if gate is not None else threading.Event()
         self._open.set()
 
     def shut(self) -> None:
@@ -283,14 +298,22 @@ def upload_event(video_id: str, path: Path) -> bytes:
     return json.dumps(event).encode()
 
 
-def publish(bootstrap: str, uploads: Sequence[tuple[str, Path]]) -> None:
+def publish(
+    bootstrap: str, uploads: Sequence[tuple[str, Path]], *, partitioned: bool = False
+) -> None:
+    """`partitioned`: the i-th upload to partition i (modulo), not by its key."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
         futures = [
-            producer.send(UPLOADS, key=video_id.encode(), value=upload_event(video_id, path))
-            for video_id, path in uploads
+            producer.send(
+                UPLOADS,
+                key=video_id.encode(),
+                value=upload_event(video_id, path),
+                partition=i % UPLOAD_PARTITIONS if partitioned else None,
+            )
+            for i, (video_id, path) in enumerate(uploads)
         ]
         producer.flush(timeout=60)
         for future in futures:
@@ -323,24 +346,93 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_phase(
-    kind: str, model: Path, videos: Path, uploads: int, redis_url: str, hit: Path | None = None
-) -> dict[str, Any]:
-    """One phase, in this (fresh) process; returns its figures. `hit`: the file re-uploaded
-    in the cache phases (default: the first video)."""
-    from consumer.app import build_app, fetch_policy
-    from consumer.broker import KafkaEventSink
-    from consumer.embedded import EmbeddedBroker, embedded_kafka_settings
-    from consumer.logs import configure_logging
-    from consumer.media import UriFetcher
+def phase_settings(
+    broker: EmbeddedBroker,
+    group_id: str,
+    cache_url: str,
+    prefix: str,
+    model: Path,
+    videos: Path,
+    scratch: Path,
+) -> Settings:
+    """The service's settings in a phase: those of every replica of it."""
+    from consumer.embedded import embedded_kafka_settings
     from consumer.settings import (
         DetectorSettings,
         HttpSettings,
-        KafkaSettings,
         MediaSettings,
         RedisSettings,
         Settings,
     )
+
+    return Settings(
+        kafka=embedded_kafka_settings(
+            broker,
+            group_id=group_id,
+            uploads=UPLOADS,
+            flags=FLAGS,
+            verdicts=VERDICTS,
+            dlq=DLQ,
+        ),
+        redis=RedisSettings(url=cache_url, key_prefix=prefix, verdict_ttl_s=3600),
+        media=MediaSettings(file_roots=(videos.resolve(), scratch.resolve())),
+        detector=DetectorSettings(
+            model_path=model, device="cpu", extraction_workers=EXTRACTION_WORKERS
+        ),
+        http=HttpSettings(host="127.0.0.1", port=0),
+        log_level="error",
+    )
+
+
+def replica_main(
+    settings_json: str, gate: Any, stop: Any, shared: Any, ready: Any, out: Any
+) -> None:
+    """Another replica of the phase's service, in a process of its own (the same group, cache
+    and topics): warmed up, then `ready`; it fetches only while `gate` is set; at `stop` it
+    puts the times of its outcomes on `out`."""
+    from consumer.app import build_app, fetch_policy
+    from consumer.broker import KafkaEventSink
+    from consumer.logs import configure_logging
+    from consumer.media import UriFetcher
+    from consumer.settings import Settings
+
+    quiet()
+    configure_logging("error", "console")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    settings = Settings.model_validate_json(settings_json)
+    sink = WatchedSink(KafkaEventSink(settings.kafka), shared)
+    fetcher = GatedFetcher(UriFetcher(fetch_policy(settings)), gate)
+    app = build_app(settings, serve_http=False, sink=sink, fetcher=fetcher)
+    thread = threading.Thread(target=app.service.run, name="service", daemon=True)
+    sink.expect(1)
+    thread.start()
+    while not stop.is_set():
+        if sink.done.is_set():
+            ready.set()
+        stop.wait(0.05)
+    app.service.stop()
+    thread.join(120)
+    out.put(list(sink.times))
+
+
+def run_phase(
+    kind: str,
+    model: Path,
+    videos: Path,
+    uploads: int,
+    redis_url: str,
+    hit: Path | None = None,
+    replicas: int = 1,
+) -> dict[str, Any]:
+    """One phase, in this (fresh) process; returns its figures. `hit`: the file re-uploaded
+    in the cache phases (default: the first video). `replicas`: the service in this process
+    and `replicas - 1` processes more, in one consumer group."""
+    from consumer.app import build_app, fetch_policy
+    from consumer.broker import KafkaEventSink
+    from consumer.embedded import EmbeddedBroker
+    from consumer.logs import configure_logging
+    from consumer.media import UriFetcher
+    from consumer.settings import KafkaSettings
     from detector.artifact import read_metadata
 
     configure_logging("error", "console")
@@ -360,23 +452,10 @@ def run_phase(
         broker.create_topics({UPLOADS: UPLOAD_PARTITIONS, FLAGS: 1, VERDICTS: 1, DLQ: 1,
                               known.bank_topic: 1, known.decisions_topic: 1})  # fmt: skip
         kafka_log.setLevel(logging.NOTSET)
-        settings = Settings(
-            kafka=embedded_kafka_settings(
-                broker,
-                group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                uploads=UPLOADS,
-                flags=FLAGS,
-                verdicts=VERDICTS,
-                dlq=DLQ,
-            ),
-            redis=RedisSettings(url=cache_url, key_prefix=prefix, verdict_ttl_s=3600),
-            media=MediaSettings(file_roots=(videos.resolve(), scratch.resolve())),
-            detector=DetectorSettings(
-                model_path=model, device="cpu", extraction_workers=EXTRACTION_WORKERS
-            ),
-            http=HttpSettings(host="127.0.0.1", port=0),
-            log_level="error",
-        )
+        settings = phase_settings(
+            broker, f"bench-{uuid.uuid4().hex[:8]}", cache_url, prefix, model, videos,
+            scratch,
+        )  # fmt: skip
         if kind == "end-to-end":
             warm = warm_copy(files[0], scratch)
             work = [(f"video-{i:03d}-{path.stem}", path) for i, path in enumerate(files)]
@@ -384,9 +463,24 @@ def run_phase(
             warm = hit or files[0]
             work = [(f"hit-{i:05d}", warm) for i in range(uploads)]
 
+        # Other replicas: processes of their own, fetching only while the shared gate is open.
+        spawn = multiprocessing.get_context("spawn")
+        gate, stop, shared, out = spawn.Event(), spawn.Event(), spawn.Value("i", 0), spawn.Queue()
+        ready = [spawn.Event() for _ in range(replicas - 1)]
+        others = [
+            spawn.Process(
+                target=replica_main,
+                args=(settings.model_dump_json(), gate, stop, shared, flag, out),
+                daemon=False,  # it starts decoder processes of its own
+            )
+            for flag in ready
+        ]
+        other_times: list[float] = []
+        for other in others:
+            other.start()
         tick = time.perf_counter()
-        sink = WatchedSink(KafkaEventSink(settings.kafka))
-        fetcher = GatedFetcher(UriFetcher(fetch_policy(settings)))
+        sink = WatchedSink(KafkaEventSink(settings.kafka), shared if others else None)
+        fetcher = GatedFetcher(UriFetcher(fetch_policy(settings)), gate)
         app = build_app(settings, serve_http=False, sink=sink, fetcher=fetcher)
         build_s = time.perf_counter() - tick
         metrics = app.metrics
@@ -396,15 +490,30 @@ def run_phase(
             tick = time.perf_counter()
             thread.start()
             # The group join and a first screening (model, decoders, cache): not measured.
+            # With other replicas, one warm-up a partition, again until every replica has
+            # had one (the group may still be settling who holds which partition).
             sink.expect(1)
-            publish(broker.bootstrap, [("warmup", warm)])
-            if not sink.done.wait(WARMUP_TIMEOUT_S):
-                raise TimeoutError(f"no verdict for the warm-up upload in {WARMUP_TIMEOUT_S} s")
+            rounds = 0
+            while not (sink.done.is_set() and all(flag.is_set() for flag in ready)):
+                if time.perf_counter() - tick > WARMUP_TIMEOUT_S:
+                    raise TimeoutError(f"not every replica warmed up in {WARMUP_TIMEOUT_S} s")
+                spread = UPLOAD_PARTITIONS if others else 1
+                publish(broker.bootstrap, [(f"warmup-{rounds}-{p}", warm) for p in range(spread)],
+                        partitioned=bool(others))  # fmt: skip
+                rounds += 1
+                sink.done.wait(WARMUP_TIMEOUT_S if not others else 20.0)
+                for flag in ready:
+                    flag.wait(max(0.0, 20.0 - (time.perf_counter() - tick)))
             wait_idle(metrics)
+            if others:
+                time.sleep(1.0)  # the other replicas' last acknowledgements
             warmup_s = time.perf_counter() - tick
-            say(f"[{label}] joined and warmed up in {warmup_s:.1f} s; publishing {len(work)}")
+            say(f"[{label}] {replicas} replica(s) joined and warmed up in {warmup_s:.1f} s;"
+                f" publishing {len(work)}")  # fmt: skip
 
             fetcher.shut()
+            with shared.get_lock():
+                shared.value = 0
             sink.expect(len(work))
             before = counters(metrics)  # before any of `work` is consumed
             publish(broker.bootstrap, work)
@@ -416,7 +525,12 @@ def run_phase(
             meter = CpuMeter()
             started = time.perf_counter()
             fetcher.open()
-            if not sink.done.wait(PHASE_TIMEOUT_S):
+            if others:
+                while shared.value < len(work):
+                    if time.perf_counter() - started > PHASE_TIMEOUT_S:
+                        raise TimeoutError(f"{shared.value} of {len(work)} outcomes")
+                    time.sleep(0.005)
+            elif not sink.done.wait(PHASE_TIMEOUT_S):
                 got = sink.outcomes
                 raise TimeoutError(f"{got} of {len(work)} outcomes in {PHASE_TIMEOUT_S:.0f} s")
             wait_idle(metrics)
@@ -428,6 +542,12 @@ def run_phase(
             new_children = {p.pid for p in tree1.children} - set(setup_peaks)
         finally:
             fetcher.open()
+            stop.set()
+            for _ in others:
+                with contextlib.suppress(Exception):
+                    other_times += out.get(timeout=150)
+            for other in others:
+                other.join(30)
             app.service.stop()
             thread.join(120)
             if cache_url:
@@ -436,10 +556,12 @@ def run_phase(
         if thread.is_alive():
             raise RuntimeError("the service did not stop within 120 s")
 
-    assert sink.first_outcome is not None and sink.last_outcome is not None
-    end = max(sink.last_event or sink.last_outcome, sink.last_outcome)
+    times = sorted(t for t in [*sink.times, *other_times] if t >= started)
+    assert times, "no outcome was measured"
+    first_outcome, last_outcome = times[0], times[-1]
+    end = max(sink.last_event or last_outcome, last_outcome) if not others else last_outcome
     wall_s = end - started
-    span_s = sink.last_outcome - sink.first_outcome
+    span_s = last_outcome - first_outcome
     delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
     clips = int(delta.get("deepscreen_clips_scored_total", 0))
     self_cpu = float(cpu["own_cpu_s"] or 0.0)
@@ -453,7 +575,7 @@ def run_phase(
     me = os.getpid()
     child_peaks = [v for pid, v in wall_peaks.items() if pid != me and v is not None]
     child_setup_peaks = [v for pid, v in setup_peaks.items() if pid != me and v is not None]
-    gaps = sorted(1000 * (b - a) for a, b in zip(sink.times, sink.times[1:], strict=False))
+    gaps = sorted(1000 * (b - a) for a, b in itertools.pairwise(times))
     count = len(work)
     metadata = read_metadata(model)
     say(f"[{label}] {count} uploads in {wall_s:.2f} s")
@@ -467,6 +589,7 @@ def run_phase(
             "trained": metadata.trained,
         },
         "uploads": count,
+        "replicas": replicas,
         "cache": f"redis ({cache_url}, prefix {prefix})" if cache_url else "in-process",
         "video": str(hit or files[0]) if kind != "end-to-end" else None,
         "video_bytes": (hit or files[0]).stat().st_size if kind != "end-to-end" else None,
@@ -534,6 +657,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(PHASES),
         help="run only these phases (default: all)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help=f"service replicas in one consumer group (processes of their own; at most"
+        f" {UPLOAD_PARTITIONS}, the uploads topic's partitions)",
+    )
     parser.add_argument("--json", type=Path, dest="json_out", help="write all figures here")
     # Internal: the driver runs each phase as `--phase KIND` in a process of its own.
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
@@ -543,6 +673,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.uploads < 2:
         parser.error("--uploads must be at least 2")
+    if not 1 <= args.replicas <= UPLOAD_PARTITIONS:
+        parser.error(f"--replicas is between 1 and {UPLOAD_PARTITIONS}")
     return args
 
 
@@ -585,6 +717,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sys.executable, "-m", "bench.service", "--phase", kind, "--model", str(model),
                 "--videos", str(args.videos), "--uploads", str(args.uploads),
                 "--redis-url", redis_url, "--result", str(result),
+                "--replicas", str(args.replicas),
                 *(["--hit-video", str(args.hit_video)] if args.hit_video else []),
             ]  # fmt: skip
             subprocess.run(command, cwd=REPO_ROOT, check=True)
@@ -602,6 +735,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model": phases[0]["model"],
             "device": "cpu",
             "max_in_flight": KafkaSettings().max_in_flight,
+            "replicas": args.replicas,
             "extraction_workers": EXTRACTION_WORKERS,
             "upload_partitions": UPLOAD_PARTITIONS,
             "detector": "DetectorSettings defaults otherwise (windows 8, batch 32, wait 20 ms)",
@@ -676,7 +810,8 @@ def report(result: dict[str, Any]) -> str:
             "deepscreen service benchmark (in-process service, embedded Kafka broker)",
             *machine_lines(result["machine"]),
             f"model {model['name']} ({model['input_size']} px, trained={model['trained']}) on the"
-            f" CPU; max_in_flight={c['max_in_flight']}, extraction_workers="
+            f" CPU; replicas={c.get('replicas', 1)} (one process each), max_in_flight="
+            f"{c['max_in_flight']} each, extraction_workers="
             f"{c['extraction_workers']}, uploads topic: {c['upload_partitions']} partitions",
             f"cache-hit video {c['cache_video']} ({c['cache_video_bytes']:,} bytes);"
             f" end to end: {c['videos']} videos under {c['videos_dir']}",
@@ -695,7 +830,8 @@ def report(result: dict[str, Any]) -> str:
                 throughput,
             ),
             "",
-            "CPU and peak RSS: the service process (self) and its decoder workers (children)",
+            "CPU and peak RSS: the service process (self) and its children (its decoder workers;"
+            " with --replicas, the other replicas and theirs too)",
             table(
                 [
                     "phase",
@@ -711,7 +847,8 @@ def report(result: dict[str, Any]) -> str:
                 resources,
             ),
             "",
-            "counters during the wall (the service's metrics) and the machine's CPU:",
+            "counters during the wall (the metrics of the replica in the phase process) and the"
+            " machine's CPU:",
             *details,
         ]
     )
@@ -724,8 +861,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.model is None or args.result is None:
             raise SystemExit("error: --phase needs --model and --result")
         figures = run_phase(
-            args.phase, args.model, args.videos, args.uploads, args.redis_url, args.hit_video
-        )
+            args.phase, args.model, args.videos, args.uploads, args.redis_url, args.hit_video,
+            args.replicas,
+        )  # fmt: skip
         args.result.write_text(json.dumps(figures, indent=2) + "\n")
         return
     result = run(args)
