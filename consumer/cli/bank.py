@@ -5,10 +5,11 @@ of `detector.bank_file`: entries with vPDQ hash lines), so a bank can be
 seeded, inspected and tested without Kafka, or on the service's bank topic
 (`--bootstrap-servers`, else `DEEPSCREEN_KAFKA__*` settings): entries are
 published keyed by id, removals are tombstones, and listing reads the topic
-from the beginning as a replica does. A file is hashed whole (every fifth
-frame of the video, its faces tracked as screening tracks them), as a bank
-entry should be; its entry id is the file's sha256, so an upload of the very
-same bytes meets the ruling even where no face can be matched.
+from the beginning as a replica does. A file is hashed whole (every frame
+of the video, every k-th beyond `entry_max_frames`, its faces tracked as
+screening tracks them), as a bank entry should be; its entry id is the
+file's sha256, so an upload of the very same bytes meets the ruling even
+where no face can be matched.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_hash_prints_a_vpdq_hash_file_of_every_fifth_frame(synthetic: SyntheticVideos) -> None:
+def test_hash_prints_a_vpdq_hash_file_of_every_frame(synthetic: SyntheticVideos) -> None:
     result = runner.invoke(app, ["hash", str(synthetic.moving_face)])
     assert result.exit_code == 0, result.output
     features = parse_vpdq(result.stdout)
-    assert [f.frame_number for f in features] == list(range(0, 60, 5))
+    assert [f.frame_number for f in features] == list(range(60))
     assert result.stdout.splitlines()[0].startswith("0,")  # frame,quality,pdq,timestamp
     faces = parse_vpdq(runner.invoke(app, ["hash", "--faces", str(synthetic.moving_face)]).stdout)
     assert len(faces) == len(features) and faces != features
@@ -52,11 +52,11 @@ def test_a_bank_file_is_seeded_listed_exported_imported_and_pruned(
         Decision.CONFIRMED_FAKE,
         "mod-1",
     )
-    assert len(entry.frames) == 12 and entry.faces
+    assert len(entry.frames) == 60 and entry.faces
 
     listed = runner.invoke(app, ["bank", "list", "--bank", str(bank)])
     assert listed.stdout.startswith(f"{sha256(fake)} confirmed_fake mod-1 ")
-    assert "frames=12" in listed.stdout and listed.stdout.rstrip().endswith("moving_face.mp4")
+    assert "frames=60" in listed.stdout and listed.stdout.rstrip().endswith("moving_face.mp4")
 
     exported = tmp_path / "exported.json"
     assert runner.invoke(app, ["bank", "export", "--bank", str(bank), str(exported)]).exit_code == 0
