@@ -119,7 +119,9 @@ def decode_record(key: bytes | None, value: bytes | None) -> BankEntry | None:
 class BankWriter(Protocol):
     """Puts rulings on the bank topic; `publish` and `retract` return once the broker has them."""
 
-    def publish(self, entry: BankEntry) -> None: ...
+    def publish(self, entry: BankEntry) -> BankEntry:
+        """The entry as it went on the topic (`fit_entry`: thinned when it must be)."""
+        ...
 
     def retract(self, entry_id: str) -> None:
         """A tombstone for `entry_id`: every replica forgets the entry."""
@@ -257,9 +259,10 @@ class KafkaBankWriter:
             **security_options(settings),
         )
 
-    def publish(self, entry: BankEntry) -> None:
-        key, value = encode_entry(fit_entry(entry, self._max_request_bytes))
-        self._send(key, value)
+    def publish(self, entry: BankEntry) -> BankEntry:
+        fitted = fit_entry(entry, self._max_request_bytes)
+        self._send(*encode_entry(fitted))
+        return fitted
 
     def retract(self, entry_id: str) -> None:
         self._send(entry_id.encode(), None)
@@ -385,8 +388,9 @@ class InMemoryBankWriter:
     def __init__(self, topic: InMemoryBankTopic) -> None:
         self._topic = topic
 
-    def publish(self, entry: BankEntry) -> None:
+    def publish(self, entry: BankEntry) -> BankEntry:
         self._topic.append(*encode_entry(entry))
+        return entry
 
     def retract(self, entry_id: str) -> None:
         self._topic.append(entry_id.encode(), None)

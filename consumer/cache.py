@@ -155,10 +155,9 @@ class _Unparsable:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._logged = False
-        self._parsed = _Parsed()
 
-    def parse(self, raw: str | bytes, key: CacheKey) -> ScreeningVerdict | None:
-        known = self._parsed.get("verdict", raw)
+    def parse(self, raw: str | bytes, key: CacheKey, parsed: _Parsed) -> ScreeningVerdict | None:
+        known = parsed.get("verdict", raw)
         if isinstance(known, ScreeningVerdict):
             return known
         try:
@@ -166,7 +165,7 @@ class _Unparsable:
         except ValueError as error:  # pydantic's ValidationError, bytes that are not UTF-8
             self._count(error, key)
             return None
-        self._parsed.put("verdict", raw, verdict)
+        parsed.put("verdict", raw, verdict)
         return verdict
 
     def _count(self, error: ValueError, key: CacheKey) -> None:
@@ -237,14 +236,14 @@ class InMemoryVerdictCache:
             maxsize=max_entries, ttl=verdict_ttl_s, timer=timer
         )
         self._unparsable = _Unparsable(metrics)
-        self._parsed_hashes = _Parsed()
+        self._parsed = _Parsed()  # verdicts and hashes
 
     def get(self, key: CacheKey) -> ScreeningVerdict | None:
         with self._lock:
             raw = self._verdicts.get(key)
         if raw is None:
             return None
-        verdict = self._unparsable.parse(raw, key)
+        verdict = self._unparsable.parse(raw, key, self._parsed)
         if verdict is None:
             with self._lock:
                 if self._verdicts.get(key) == raw:  # unless replaced meanwhile
@@ -264,7 +263,7 @@ class InMemoryVerdictCache:
             raw = self._hashes.get(key)
         if raw is None:
             return None
-        hashes = _parse_hashes(raw, key, self._parsed_hashes)
+        hashes = _parse_hashes(raw, key, self._parsed)
         if hashes is None:
             with self._lock:
                 if self._hashes.get(key) == raw:
@@ -327,7 +326,7 @@ class RedisVerdictCache:
         self._metrics = metrics
         self._delete_if_equal = self._client.register_script(_DELETE_IF_EQUAL)
         self._unparsable = _Unparsable(metrics)
-        self._parsed_hashes = _Parsed()
+        self._parsed = _Parsed()  # verdicts and hashes
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._up = True
@@ -349,7 +348,7 @@ class RedisVerdictCache:
     def _verdict(self, name: str, raw: object, key: CacheKey) -> ScreeningVerdict | None:
         if not isinstance(raw, bytes):
             return None
-        verdict = self._unparsable.parse(raw, key)
+        verdict = self._unparsable.parse(raw, key, self._parsed)
         if verdict is None:  # delete it, unless another replica replaced it meanwhile
             self._call(lambda: self._delete_if_equal(keys=[name], args=[raw]), default=None)
         return verdict
@@ -369,7 +368,7 @@ class RedisVerdictCache:
     def _hashes(self, name: str, raw: object, key: HashesKey) -> VideoHashes | None:
         if not isinstance(raw, bytes):
             return None
-        hashes = _parse_hashes(raw, key, self._parsed_hashes)
+        hashes = _parse_hashes(raw, key, self._parsed)
         if hashes is None:
             self._call(lambda: self._delete_if_equal(keys=[name], args=[raw]), default=None)
         return hashes

@@ -36,11 +36,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import structlog
 
-from consumer.bank_topic import BankPublishError, BankWriter, fit_entry
+from consumer.bank_topic import BankPublishError, BankWriter
 from consumer.broker import EventSink, Message, PublishError, Skipped, UploadSource
 from consumer.cache import HashesKey, VerdictCache
 from consumer.media import FetchError, MediaFetcher
@@ -56,6 +56,7 @@ from schemas.envelope import InvalidDecision, parse_decision
 log = structlog.get_logger("deepscreen")
 
 _POLL_S = 0.2
+_T = TypeVar("_T")
 _DEAD_LETTER_HEADROOM_BYTES = 16 * 1024
 
 HashContent = Callable[[Path], VideoHashes]
@@ -149,11 +150,9 @@ class DecisionHandler:
         return DecisionOutcome("banked", sha, hashes_from=source, whole=hashes.whole)
 
     def _bank_entry(self, ruling: ModerationDecision, hashes: VideoHashes, source: str) -> None:
-        # Fitted here, so that this replica banks what the others will read.
-        max_bytes = self._settings.kafka.producer_max_request_bytes
-        entry = fit_entry(BankEntry.from_decision(ruling, hashes), max_bytes)
-        self._publish(lambda: self._writer.publish(entry))
-        self._bank.add(entry)  # this replica at once; the others as they tail the topic
+        made = BankEntry.from_decision(ruling, hashes)
+        entry = self._publish(lambda: self._writer.publish(made))
+        self._bank.add(entry)  # as published: what the other replicas read from the topic
         log.info(
             "decision_banked", content_sha256=entry.content_sha256,
             decision=ruling.decision.value, moderator=ruling.moderator, frames=len(entry.frames),
@@ -221,9 +220,9 @@ class DecisionHandler:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _publish(send: Callable[[], None]) -> None:
+    def _publish(send: Callable[[], _T]) -> _T:
         try:
-            send()
+            return send()
         except BankPublishError as error:
             log.error("bank_publish_failed", error=str(error), effect="the ruling is tried again")
             raise DecisionNotHandled(str(error)) from error
