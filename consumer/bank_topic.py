@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer.broker import security_options
+from consumer.broker import client_options
 from consumer.settings import KafkaSettings
 from detector.bank import Bank, BankEntry
 from detector.bank_file import InvalidBankFile, entry_to_record, record_to_entry
@@ -256,7 +256,7 @@ class KafkaBankWriter:
             linger_ms=0,
             retries=settings.producer_retries,
             max_request_size=settings.producer_max_request_bytes,
-            **security_options(settings),
+            **client_options(settings),
         )
 
     def publish(self, entry: BankEntry) -> BankEntry:
@@ -296,7 +296,7 @@ class KafkaBankLog:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
-            **security_options(settings),
+            **client_options(settings),
         )
         self._partitions: list[TopicPartition] = []
         self._ends: dict[TopicPartition, int] = {}

@@ -143,6 +143,13 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """What every kafka-python client of the service is made with: the security options, and
+    no client metrics (nothing reads them: the service's own are in `consumer.metrics`;
+    recording them took about 5 % of the service's CPU on the cache-hit path, profiled)."""
+    return {**security_options(settings), "metrics_enabled": False}
+
+
 def security_options(settings: KafkaSettings) -> dict[str, Any]:
     """kafka-python's SASL/SSL options from the settings (none for PLAINTEXT)."""
     options: dict[str, Any] = {"security_protocol": settings.security_protocol}
@@ -342,7 +349,7 @@ class KafkaUploadSource:
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            **security_options(settings),
+            **client_options(settings),
         )
         # kafka-python has no option for this; its fetcher reads through this class.
         self._consumer._fetcher.PartitionRecords = _LenientPartitionRecords
@@ -503,7 +510,7 @@ class KafkaEventSink:
             linger_ms=settings.producer_linger_ms,
             retries=settings.producer_retries,
             max_request_size=settings.producer_max_request_bytes,
-            **security_options(settings),
+            **client_options(settings),
         )
 
     def publishing(self) -> bool:

@@ -22,6 +22,7 @@ import http.client
 import ipaddress
 import mimetypes
 import os
+import re
 import socket
 import ssl
 import stat
@@ -52,6 +53,7 @@ _FILE_CHUNK = 1024 * 1024  # a local file: fewer, larger reads (hashing releases
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _USER_AGENT = "deepscreen-fetcher/1"
+_SPACE_OR_CONTROL = re.compile("[\x00-\x20\x7f]")  # not allowed anywhere in a URI
 
 # Ranges that are not the public Internet, listed here rather than left to `ipaddress`
 # flags alone, whose answers changed between Python patch releases.
@@ -708,7 +710,7 @@ def _parse_target(uri: str, *, redirect: bool = False) -> _Target | None:
 
 
 def _split(uri: str) -> SplitResult:
-    if not uri or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
+    if not uri or _SPACE_OR_CONTROL.search(uri):
         raise FetchError("invalid_uri", f"empty, or spaces or control characters in {uri!r}")
     try:
         return urlsplit(uri)

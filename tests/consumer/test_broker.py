@@ -80,3 +80,34 @@ def test_a_record_that_can_never_be_sent_is_not_retriable_and_keeps_the_producer
         sink.send("dlq", b"k", b"v" * 10, [])
     assert not failed.value.retriable and failed.value.error_class == "MessageSizeTooLargeError"
     assert len(FakeProducer.made) == 1 and sink.publishing()
+
+
+class RecordedClient:
+    """Stands in for kafka-python's producer and consumer: records the options it is made with."""
+
+    made: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, *topics: str, **options: Any) -> None:
+        RecordedClient.made.append(options)
+        self._fetcher = self  # the uploads source swaps its fetcher's record class
+
+
+def test_every_kafka_client_is_made_without_client_metrics_and_with_the_security_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from consumer import bank_topic
+    from consumer.bank_topic import KafkaBankLog, KafkaBankWriter
+
+    RecordedClient.made = []
+    for module in (broker, bank_topic):
+        monkeypatch.setattr(module, "KafkaProducer", RecordedClient)
+        monkeypatch.setattr(module, "KafkaConsumer", RecordedClient)
+    settings = KafkaSettings(security_protocol="SSL")
+    KafkaEventSink(settings)
+    broker.KafkaUploadSource(settings)
+    KafkaBankWriter(settings)
+    KafkaBankLog(settings)
+    assert len(RecordedClient.made) == 4
+    for options in RecordedClient.made:
+        assert options["metrics_enabled"] is False
+        assert options["security_protocol"] == "SSL"
