@@ -249,14 +249,19 @@ class VideoHasher:
         if face_crops is not None:
             crops = np.asarray(face_crops, dtype=np.float64).reshape(-1, 4) - [left, top, left, top]
         moment = (frame_number, round(timestamp_s, 3))
-        self._upright.add(content, crops, moment, self.config)
+        whole = _downscaled(content, self.config.max_side)
+        self._upright.add(whole, content, crops, moment, self.config)
         if self.config.mirrored:
+            # The mirrored copy's pictures are cut from the upright content and flipped once
+            # small: flipping a whole full-size frame cost more than hashing it.
             width = content.shape[1]
             mirrored_crops = np.stack(
                 [width - crops[:, 2], crops[:, 1], width - crops[:, 0], crops[:, 3]], axis=1
             )
-            mirrored = np.ascontiguousarray(content[:, ::-1])
-            self._mirrored.add(mirrored, mirrored_crops, moment, self.config)
+            mirrored_whole = np.ascontiguousarray(whole[:, ::-1])
+            self._mirrored.add(
+                mirrored_whole, content, mirrored_crops, moment, self.config, mirrored=True
+            )
 
     def add_window(
         self,
@@ -302,10 +307,18 @@ class _Collected:
     face_probes: list[tuple[PdqFeature, ...]] = field(default_factory=list)
 
     def add(
-        self, content: Frame, crops: Boxes, moment: tuple[int, float], config: HashingConfig
+        self,
+        whole: Frame,
+        content: Frame,
+        crops: Boxes,
+        moment: tuple[int, float],
+        config: HashingConfig,
+        *,
+        mirrored: bool = False,
     ) -> None:
+        """`whole`: the frame as hashed, in this orientation; `content`: the upright frame
+        (borders cut) the face tiles are cut from; `crops`: face crops in this orientation."""
         frame_number, timestamp_s = moment
-        whole = _downscaled(content, config.max_side)
         self.frames.append(PdqFeature(frame_number, timestamp_s, *_quality_last(whole)))
         size = (content.shape[0], content.shape[1])
         for crop in crops:
@@ -313,12 +326,22 @@ class _Collected:
                 PdqFeature(
                     frame_number,
                     timestamp_s,
-                    *_quality_last(cut_clip([content], tile[None, :], config.face_size)[0]),
+                    *_quality_last(_face_tile(content, tile, config.face_size, mirrored)),
                 )
                 for tile in face_tiles(size, crop, config)
             ]
             self.faces.append(features[0])
             self.face_probes.append(tuple(features[1:]))
+
+
+def _face_tile(content: Frame, tile: Boxes, size: int, mirrored: bool) -> Frame:
+    """The tile's picture, `size` square; a mirrored tile (given in the mirrored frame's
+    pixels) is cut from the upright content and flipped."""
+    if not mirrored:
+        return cut_clip([content], tile[None, :], size)[0]
+    width = content.shape[1]
+    upright = np.array([width - tile[2], tile[1], width - tile[0], tile[3]])
+    return np.ascontiguousarray(cut_clip([content], upright[None, :], size)[0][:, ::-1])
 
 
 def _quality_last(picture: Frame) -> tuple[int, str]:

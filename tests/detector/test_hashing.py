@@ -222,3 +222,21 @@ def test_without_mirroring_no_mirrored_features_are_made() -> None:
     hasher = VideoHasher(HashingConfig(mirrored=False))
     hasher.add_frame(window(frames=1)[0], 0, 0.0, np.array([[0.0, 0.0, 100.0, 100.0]]))
     assert hasher.hashes().mirrored_frames == hasher.hashes().mirrored_faces == ()
+
+
+def test_a_full_hd_frames_mirrored_features_are_those_of_the_frame_flipped_probes_included() -> None:
+    """The mirrored pictures are cut from the upright frame and flipped small; they must be
+    the very pictures hashing the flipped frame would give."""
+    frame = np.ascontiguousarray(cv2.resize(ASTRONAUT, (1920, 1080)))
+    flipped = np.ascontiguousarray(frame[:, ::-1])
+    crop = np.array([[737.0, 95.0, 1101.0, 459.0]])
+    flipped_crop = np.array([[1920 - 1101.0, 95.0, 1920 - 737.0, 459.0]])
+    config = HashingConfig(frame_stride=1)
+    original, copy = VideoHasher(config), VideoHasher(config)
+    original.add_frame(frame, 0, 0.0, crop)
+    copy.add_frame(flipped, 0, 0.0, flipped_crop)
+    mirrored, upright = original.hashes(), copy.hashes()
+    assert mirrored.mirrored_face_probes[0]  # near a boundary: neighbouring tiles are probed
+    assert mirrored.mirrored_frames == upright.frames
+    assert mirrored.mirrored_faces == upright.faces
+    assert mirrored.mirrored_face_probes == upright.face_probes
