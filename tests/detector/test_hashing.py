@@ -224,7 +224,7 @@ def test_without_mirroring_no_mirrored_features_are_made() -> None:
     assert hasher.hashes().mirrored_frames == hasher.hashes().mirrored_faces == ()
 
 
-def test_a_full_hd_frames_mirrored_features_are_those_of_the_frame_flipped_probes_included() -> None:
+def test_a_full_hd_frames_mirrored_features_are_the_flipped_frames_probes_included() -> None:
     """The mirrored pictures are cut from the upright frame and flipped small; they must be
     the very pictures hashing the flipped frame would give."""
     frame = np.ascontiguousarray(cv2.resize(ASTRONAUT, (1920, 1080)))
