@@ -338,7 +338,7 @@ def _face_tile(content: Frame, tile: Boxes, size: int, mirrored: bool) -> Frame:
     """The tile's picture, `size` square; a mirrored tile (given in the mirrored frame's
     pixels) is cut from the upright content and flipped."""
     if not mirrored:
-        return cut_clip([content], tile[None, :], size)[0]
+        return np.asarray(cut_clip([content], tile[None, :], size)[0])
     width = content.shape[1]
     upright = np.array([width - tile[2], tile[1], width - tile[0], tile[3]])
     return np.ascontiguousarray(cut_clip([content], upright[None, :], size)[0][:, ::-1])
