@@ -209,7 +209,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 loaded,
                 backend,
                 cache=cache,
-                max_batch=args.batch,
+                # as `build_detector` runs it; today's pipeline ran whole batches at once
+                max_batch=args.batch
+                if args.profile == "today"
+                else min(args.batch, defaults.clips_per_run),
                 calibration=calibration,
                 self_calibration_clips=defaults.calibration_clips if defaults.self_calibrate else 0,
             )

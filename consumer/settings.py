@@ -196,6 +196,8 @@ class DetectorSettings(_Section):
     # `auto` with neither an int8 form nor `calibration_videos`: fp32 until the first face
     # clips screened have calibrated the int8 form (kept in `derived_dir` for next time).
     cpu_self_calibrate: bool = CpuInferenceConfig.self_calibrate
+    # A batch runs on the CPU this many clips at a time (activation memory grows with it).
+    cpu_clips_per_run: int = Field(default=CpuInferenceConfig.clips_per_run, ge=1, le=1024)
     batch_size: int = Field(default=BatchingConfig.batch_size, ge=1, le=1024)
     batch_wait_ms: float = Field(default=BatchingConfig.wait_s * 1000, ge=0)
     windows: int = Field(default=SamplingConfig.windows, ge=1, le=SamplingConfig.max_windows)
@@ -224,6 +226,7 @@ class DetectorSettings(_Section):
             backend=self.cpu_backend,
             derived_dir=self.derived_dir,
             self_calibrate=self.cpu_self_calibrate,
+            clips_per_run=self.cpu_clips_per_run,
         )
 
 

@@ -120,12 +120,22 @@ class CpuInferenceConfig:
     An int8 form is calibrated on `calibration_clips` face clips cut from the operator's
     videos; without them (and with `self_calibrate`), `auto` starts on fp32 and calibrates
     the int8 form on the first `calibration_clips` face clips it scores.
+
+    A batch (`BatchingConfig.batch_size` clips) runs `clips_per_run` clips at a time: a
+    runtime's activation memory grows with the clips it is given at once, its throughput on
+    the CPU hardly does (OpenVINO int8 at 112 px: 32 clips peaked at 1030 MiB, 4 at 318 MiB,
+    at the same ms a clip; bench/README.md).
     """
 
     backend: CpuBackendChoice = "auto"
     derived_dir: Path = field(default_factory=default_derived_dir)
     calibration_clips: int = 16
     self_calibrate: bool = True
+    clips_per_run: int = 4
+
+    def __post_init__(self) -> None:
+        if self.clips_per_run < 1:
+            raise ValueError("clips_per_run is at least 1")
 
 
 @dataclass(frozen=True)

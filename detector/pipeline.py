@@ -321,7 +321,7 @@ def build_detector(
             model,
             cpu.backend,
             cache=DerivedCache(cpu.derived_dir),
-            max_batch=batch_size,
+            max_batch=min(batch_size, cpu.clips_per_run),
             calibration=calibration,
             self_calibration_clips=cpu.calibration_clips if cpu.self_calibrate else 0,
         )

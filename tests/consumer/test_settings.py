@@ -482,9 +482,10 @@ def test_the_cpu_backend_variables_reach_the_detectors_cpu_inference(
     monkeypatch.setenv("DEEPSCREEN_DETECTOR__CPU_BACKEND", "onnxruntime-int8")
     monkeypatch.setenv("DEEPSCREEN_DETECTOR__DERIVED_DIR", str(tmp_path / "derived"))
     monkeypatch.setenv("DEEPSCREEN_DETECTOR__CALIBRATION_VIDEOS", str(tmp_path / "videos"))
+    monkeypatch.setenv("DEEPSCREEN_DETECTOR__CPU_CLIPS_PER_RUN", "2")
     detector = load_settings().detector
     assert detector.cpu_inference() == CpuInferenceConfig(
-        backend="onnxruntime-int8", derived_dir=tmp_path / "derived"
+        backend="onnxruntime-int8", derived_dir=tmp_path / "derived", clips_per_run=2
     )
     assert detector.calibration_videos == tmp_path / "videos"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detector import backends
 from detector.artifact import LoadedModel, load
 from detector.backends import (
     INT8_BACKENDS,
@@ -152,6 +153,36 @@ def test_build_detector_runs_the_configured_cpu_backend(
         assert detector.scorer.score(clips(1, seed=5)).shape == (1,)
     finally:
         detector.close()
+
+
+def test_build_detector_runs_a_batch_on_the_cpu_clips_per_run_at_a_time(
+    tiny: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Activation memory grows with the clips a runtime is given at once: a batch of clips
+    from many videos is run a few at a time."""
+    runs: list[int] = []
+
+    def recording_logits(form: object, threads: int) -> object:
+        def logits(batch: np.ndarray) -> np.ndarray:
+            runs.append(len(batch))
+            return np.zeros(len(batch), dtype=np.float32)
+
+        return logits
+
+    monkeypatch.setattr(backends, "openvino_logits", recording_logits)
+    cpu = CpuInferenceConfig(backend="openvino", derived_dir=tmp_path, clips_per_run=3)
+    detector = build_detector(tiny, cpu=cpu, batch_size=8, batch_wait_s=0.0)
+    try:
+        assert detector.scorer.score(clips(7, seed=1)).shape == (7,)
+    finally:
+        detector.close()
+    assert runs == [3, 3, 1]
+
+
+def test_clips_per_run_is_at_least_one() -> None:
+    assert CpuInferenceConfig().clips_per_run == 4
+    with pytest.raises(ValueError, match="clips_per_run"):
+        CpuInferenceConfig(clips_per_run=0)
 
 
 def test_auto_is_the_default_cpu_backend() -> None:
