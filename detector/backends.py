@@ -50,6 +50,7 @@ from detector.derived import (
     DerivedForm,
     DerivedFormName,
     derive,
+    import_openvino,
 )
 from detector.scoring import ClipScorer, TorchScorer, check_clips, normalisation_tensors, normalise
 from schemas.model import ModelInfo, ModelMetadata
@@ -191,7 +192,7 @@ def onnxruntime_logits(form: DerivedForm, threads: int) -> Callable[[Clips], Sco
 
 def openvino_logits(form: DerivedForm, threads: int) -> Callable[[Clips], Scores]:
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError as error:
         raise BackendUnavailable(f"openvino is not installed ({error})") from error
     config: dict[str, Any] = {

@@ -37,6 +37,7 @@ import hashlib
 import json
 import platform
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Literal, get_args
 
 import numpy as np
@@ -143,6 +145,22 @@ class CalibrationClips:
 
 
 CalibrationSource = Callable[[], CalibrationClips]
+
+
+def import_openvino() -> ModuleType:
+    """`openvino`, with its usage telemetry left out.
+
+    Importing `openvino` reports the import to Intel (Google Analytics), and converting a
+    model reports the conversion, unless a consent file in the home directory says no;
+    screening makes no network request of its own. `openvino`'s importers of
+    `openvino_telemetry` fall back to their own stub when it cannot be imported, so it is
+    made unimportable in this process before `openvino` is first imported.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino  # noqa: F401
+
+    return sys.modules["openvino"]
 
 
 def tool_versions() -> dict[str, str]:
@@ -490,8 +508,7 @@ def write_onnx_int8(fp32: DerivedForm, clips: CalibrationClips, path: Path) -> D
 
 def write_openvino(onnx_form: DerivedForm, form: DerivedFormName, path: Path) -> DerivedMetadata:
     """OpenVINO IR (`.xml` + `.bin`, fp32 weights) converted from an ONNX form."""
-    import openvino as ov
-
+    ov = import_openvino()
     metadata = onnx_form.metadata.model_copy(
         update={
             "form": form,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,23 @@ def test_calibration_without_any_face_is_refused(tiny: LoadedModel, synthetic: o
             tiny.metadata,
             max_clips=2,
         )
+
+
+def test_openvino_runs_and_converts_without_its_usage_telemetry(tmp_path: Path) -> None:
+    """Importing `openvino` and converting a model report to Intel unless a consent file says
+    no; the detector's processes (the service's, and the one that makes int8 forms while it
+    screens) make no network request of their own."""
+    code = (
+        "import sys; from pathlib import Path; import torch;"
+        " from tests.support.tiny_model import write_tiny_artifact;"
+        " from detector.artifact import load; from detector.derived import DerivedCache, derive;"
+        " path = Path(sys.argv[1]) / 'tiny.pt'; write_tiny_artifact(path);"
+        " derive(load(path, 'cpu'), 'openvino', DerivedCache(Path(sys.argv[1]) / 'derived'));"
+        " import openvino.tools.ovc.telemetry_utils as used;"
+        " print(used.tm.__name__, sys.modules.get('openvino_telemetry'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "None"]
