@@ -85,13 +85,14 @@ PHASE_TIMEOUT_S = 3600.0
 class WatchedSink:
     """The real `KafkaEventSink`, noting when each event was acknowledged by the broker.
 
-    Verdicts and dead letters are outcomes (one an upload); flags follow their verdict.
-    `done` is set once `expect(n)` outcomes have been acknowledged.
+    Records on `outcomes` (`outcome_topics`) are outcomes, one an upload. `done` is set once
+    `expect(n)` outcomes have been acknowledged.
     """
 
-    def __init__(self, inner: EventSink, shared: Any = None) -> None:
+    def __init__(self, inner: EventSink, outcomes: tuple[str, ...], shared: Any = None) -> None:
         """`shared`: a `multiprocessing.Value("i")` every replica's sink counts outcomes into."""
         self._inner = inner
+        self._outcomes = outcomes
         self._shared = shared
         self._lock = threading.Lock()
         self.done = threading.Event()
@@ -133,14 +134,14 @@ class WatchedSink:
         now = time.perf_counter()
         with self._lock:
             self.last_event = now
-            if topic in (VERDICTS, DLQ):
+            if topic in self._outcomes:
                 self.outcomes += 1
                 self.first_outcome = self.first_outcome or now
                 self.last_outcome = now
                 self.times.append(now)
                 if self.outcomes >= self._target:
                     self.done.set()
-        if self._shared is not None and topic in (VERDICTS, DLQ):
+        if self._shared is not None and topic in self._outcomes:
             with self._shared.get_lock():
                 self._shared.value += 1
 
@@ -262,6 +263,14 @@ class TreeSample:
         )
 
 
+def outcome_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics whose records are outcomes, one an upload: each verdict on the audit topic
+    where there is one, else the flag (in the cache phases every upload is flagged), and
+    dead letters."""
+    kafka = settings.kafka
+    return (kafka.verdicts_topic or kafka.flags_topic, kafka.dlq_topic)
+
+
 def counters(metrics: Metrics) -> dict[str, float]:
     """Every counter of the service's registry, `name{label=value}` → value."""
     values: dict[str, float] = {}
@@ -278,6 +287,24 @@ def counters(metrics: Metrics) -> dict[str, float]:
 
 def in_flight(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("deepscreen_in_flight") or 0.0
+
+
+def await_outcome(sink: WatchedSink, metrics: Metrics, timeout_s: float) -> None:
+    """Until `sink` has its expected outcomes. An upload screened with no outcome published
+    (a verdict that asks for no action, and no audit topic) stops the benchmark."""
+    deadline = time.monotonic() + timeout_s
+    while not sink.done.wait(0.1):
+        screened = sum(
+            value for name, value in counters(metrics).items()
+            if name.startswith("deepscreen_verdicts_total")
+        )  # fmt: skip
+        if screened and in_flight(metrics) == 0 and not sink.done.wait(2.0):
+            raise SystemExit(
+                "error: the verdict asks for no action, so nothing is published for it without"
+                " the audit topic: give --verdicts-topic (or another --hit-video)"
+            )
+        if time.monotonic() > deadline:
+            return
 
 
 def wait_idle(metrics: Metrics, timeout_s: float = 60.0) -> None:
@@ -354,8 +381,10 @@ def phase_settings(
     model: Path,
     videos: Path,
     scratch: Path,
+    verdicts_topic: bool,
 ) -> Settings:
-    """The service's settings in a phase: those of every replica of it."""
+    """The service's settings in a phase: those of every replica of it. `verdicts_topic`:
+    every verdict is published to the audit topic too (the service's default: not)."""
     from consumer.embedded import embedded_kafka_settings
     from consumer.settings import (
         DetectorSettings,
@@ -371,7 +400,7 @@ def phase_settings(
             group_id=group_id,
             uploads=UPLOADS,
             flags=FLAGS,
-            verdicts=VERDICTS,
+            verdicts=VERDICTS if verdicts_topic else "",
             dlq=DLQ,
         ),
         redis=RedisSettings(url=cache_url, key_prefix=prefix, verdict_ttl_s=3600),
@@ -400,7 +429,7 @@ def replica_main(
     configure_logging("error", "console")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     settings = Settings.model_validate_json(settings_json)
-    sink = WatchedSink(KafkaEventSink(settings.kafka), shared)
+    sink = WatchedSink(KafkaEventSink(settings.kafka), outcome_topics(settings), shared)
     fetcher = GatedFetcher(UriFetcher(fetch_policy(settings)), gate)
     app = build_app(settings, serve_http=False, sink=sink, fetcher=fetcher)
     thread = threading.Thread(target=app.service.run, name="service", daemon=True)
@@ -423,10 +452,13 @@ def run_phase(
     redis_url: str,
     hit: Path | None = None,
     replicas: int = 1,
+    verdicts_topic: bool = False,
 ) -> dict[str, Any]:
     """One phase, in this (fresh) process; returns its figures. `hit`: the file re-uploaded
     in the cache phases (default: the first video). `replicas`: the service in this process
-    and `replicas - 1` processes more, in one consumer group."""
+    and `replicas - 1` processes more, in one consumer group. `verdicts_topic`: the cache
+    phases publish every verdict to the audit topic too (the end-to-end phase always does:
+    an upload without a flag has no other outcome to time)."""
     from consumer.app import build_app, fetch_policy
     from consumer.broker import KafkaEventSink
     from consumer.embedded import EmbeddedBroker
@@ -454,7 +486,7 @@ def run_phase(
         kafka_log.setLevel(logging.NOTSET)
         settings = phase_settings(
             broker, f"bench-{uuid.uuid4().hex[:8]}", cache_url, prefix, model, videos,
-            scratch,
+            scratch, verdicts_topic=verdicts_topic or kind == "end-to-end",
         )  # fmt: skip
         if kind == "end-to-end":
             warm = warm_copy(files[0], scratch)
@@ -479,7 +511,9 @@ def run_phase(
         for other in others:
             other.start()
         tick = time.perf_counter()
-        sink = WatchedSink(KafkaEventSink(settings.kafka), shared if others else None)
+        sink = WatchedSink(
+            KafkaEventSink(settings.kafka), outcome_topics(settings), shared if others else None
+        )
         fetcher = GatedFetcher(UriFetcher(fetch_policy(settings)), gate)
         app = build_app(settings, serve_http=False, sink=sink, fetcher=fetcher)
         build_s = time.perf_counter() - tick
@@ -501,7 +535,7 @@ def run_phase(
                 publish(broker.bootstrap, [(f"warmup-{rounds}-{p}", warm) for p in range(spread)],
                         partitioned=bool(others))  # fmt: skip
                 rounds += 1
-                sink.done.wait(WARMUP_TIMEOUT_S if not others else 20.0)
+                await_outcome(sink, metrics, WARMUP_TIMEOUT_S if not others else 20.0)
                 for flag in ready:
                     flag.wait(max(0.0, 20.0 - (time.perf_counter() - tick)))
             wait_idle(metrics)
@@ -664,6 +698,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"service replicas in one consumer group (processes of their own; at most"
         f" {UPLOAD_PARTITIONS}, the uploads topic's partitions)",
     )
+    parser.add_argument(
+        "--verdicts-topic",
+        action="store_true",
+        help="the cache phases also publish every verdict to the audit topic (the service's"
+        " default, and this benchmark's, is flags only; the end-to-end phase always does)",
+    )
     parser.add_argument("--json", type=Path, dest="json_out", help="write all figures here")
     # Internal: the driver runs each phase as `--phase KIND` in a process of its own.
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
@@ -719,6 +759,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--redis-url", redis_url, "--result", str(result),
                 "--replicas", str(args.replicas),
                 *(["--hit-video", str(args.hit_video)] if args.hit_video else []),
+                *(["--verdicts-topic"] if args.verdicts_topic else []),
             ]  # fmt: skip
             subprocess.run(command, cwd=REPO_ROOT, check=True)
             phases.append(json.loads(result.read_text()))
@@ -736,6 +777,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "device": "cpu",
             "max_in_flight": KafkaSettings().max_in_flight,
             "replicas": args.replicas,
+            "verdicts_topic_in_cache_phases": args.verdicts_topic,
             "extraction_workers": EXTRACTION_WORKERS,
             "upload_partitions": UPLOAD_PARTITIONS,
             "detector": "DetectorSettings defaults otherwise (windows 8, batch 32, wait 20 ms)",
@@ -813,8 +855,9 @@ def report(result: dict[str, Any]) -> str:
             f" CPU; replicas={c.get('replicas', 1)} (one process each), max_in_flight="
             f"{c['max_in_flight']} each, extraction_workers="
             f"{c['extraction_workers']}, uploads topic: {c['upload_partitions']} partitions",
-            f"cache-hit video {c['cache_video']} ({c['cache_video_bytes']:,} bytes);"
-            f" end to end: {c['videos']} videos under {c['videos_dir']}",
+            f"cache-hit video {c['cache_video']} ({c['cache_video_bytes']:,} bytes), published:"
+            f" {'flag and verdict' if c.get('verdicts_topic_in_cache_phases') else 'flag'};"
+            f" end to end: {c['videos']} videos under {c['videos_dir']} (flags and verdicts)",
             "",
             table(
                 [
@@ -862,7 +905,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("error: --phase needs --model and --result")
         figures = run_phase(
             args.phase, args.model, args.videos, args.uploads, args.redis_url, args.hit_video,
-            args.replicas,
+            args.replicas, args.verdicts_topic,
         )  # fmt: skip
         args.result.write_text(json.dumps(figures, indent=2) + "\n")
         return
