@@ -2,8 +2,8 @@
 
     python -m bench.scan [--profile default|today] [--compare] [--repeats N]
                          [--model FILE] [--data DIR] [--workers N] [--batch N] [--windows N]
-                         [--device auto] [--cpu-backend auto] [--calibration DIR]
-                         [--derived-dir DIR] [--json OUT]
+                         [--device auto] [--cpu-backend auto] [--clips-per-run N]
+                         [--calibration DIR] [--derived-dir DIR] [--json OUT]
 
 Wired like the `scan` command (`build_detector`): one `Detector` over a `BatchingScorer` around
 the CPU backend the settings choose (or the TorchScript module on a GPU), and a thread pool of
@@ -142,6 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the model's CPU backend; default: the profile's (default: auto, today: torchscript)",
     )
+    parser.add_argument(
+        "--clips-per-run",
+        type=int,
+        default=None,
+        help="clips a CPU backend runs at once; default: the profile's (default: the"
+        " settings', 4; today: --batch)",
+    )
     parser.add_argument("--calibration", type=Path, help="videos to calibrate an int8 form on")
     parser.add_argument(
         "--derived-dir", type=Path, help="cache of derived model forms; default: a fresh one"
@@ -152,8 +159,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, dest="json_out", help="write all figures here")
     args = parser.parse_args(argv)
-    for flag in ("workers", "batch", "windows", "repeats"):
-        if getattr(args, flag) < 1:
+    for flag in ("workers", "batch", "windows", "repeats", "clips_per_run"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
     return args
 
@@ -205,18 +212,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             cache = DerivedCache(args.derived_dir or Path(scratch) / "derived")
             defaults = CpuInferenceConfig()
+            # as `build_detector` runs it; today's pipeline ran whole batches at once
+            clips_per_run = min(
+                args.batch,
+                args.clips_per_run
+                or (args.batch if args.profile == "today" else defaults.clips_per_run),
+            )
             inner = build_cpu_scorer(
                 loaded,
                 backend,
                 cache=cache,
-                # as `build_detector` runs it; today's pipeline ran whole batches at once
-                max_batch=args.batch
-                if args.profile == "today"
-                else min(args.batch, defaults.clips_per_run),
+                max_batch=clips_per_run,
                 calibration=calibration,
                 self_calibration_clips=defaults.calibration_clips if defaults.self_calibrate else 0,
             )
         else:
+            clips_per_run = args.batch  # a GPU takes a whole batch at once
             inner = TorchScorer(loaded, max_batch=args.batch)
         setup_s = time.perf_counter() - setup_started
 
@@ -287,6 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "trained": loaded.metadata.trained,
             "workers": args.workers,
             "batch": args.batch,
+            "clips_per_run": clips_per_run,
             "windows": args.windows,
             "device": str(loaded.device),
             "backend": timed.info.backend,
@@ -408,6 +420,7 @@ def _child_args(args: argparse.Namespace, profile: str) -> list[str]:
     for flag, value in (
         ("--model", args.model),
         ("--cpu-backend", args.cpu_backend),
+        ("--clips-per-run", args.clips_per_run),
         ("--calibration", args.calibration),
         ("--derived-dir", args.derived_dir),
     ):
@@ -470,6 +483,7 @@ def report(result: dict[str, Any]) -> str:
         (
             "config",
             f"profile={c['profile']} workers={c['workers']} batch={c['batch']} "
+            f"clips_per_run={c.get('clips_per_run', c['batch'])} "
             f"windows={c['windows']} device={c['device']} backend={c['backend']} "
             f"seek={c['decode_seek']} decode_threads={c['decode_threads']} "
             f"detect_every={c['detect_every']}",
