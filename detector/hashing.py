@@ -252,16 +252,20 @@ class VideoHasher:
         whole = _downscaled(content, self.config.max_side)
         self._upright.add(whole, content, crops, moment, self.config)
         if self.config.mirrored:
-            # The mirrored copy's pictures are cut from the upright content and flipped once
-            # small: flipping a whole full-size frame cost more than hashing it.
             width = content.shape[1]
             mirrored_crops = np.stack(
                 [width - crops[:, 2], crops[:, 1], width - crops[:, 0], crops[:, 3]], axis=1
             )
-            mirrored_whole = np.ascontiguousarray(whole[:, ::-1])
-            self._mirrored.add(
-                mirrored_whole, content, mirrored_crops, moment, self.config, mirrored=True
-            )
+            if whole is content:  # a small frame: flipping it whole is cheap
+                flipped = np.ascontiguousarray(content[:, ::-1])
+                self._mirrored.add(flipped, flipped, mirrored_crops, moment, self.config)
+            else:
+                # A large one's mirrored pictures are cut from the upright frame and flipped
+                # once small: flipping a 1080p frame cost more than hashing it.
+                mirrored_whole = np.ascontiguousarray(whole[:, ::-1])
+                self._mirrored.add(
+                    mirrored_whole, content, mirrored_crops, moment, self.config, mirrored=True
+                )
 
     def add_window(
         self,
