@@ -123,8 +123,9 @@ class CpuInferenceConfig:
 
     A batch (`BatchingConfig.batch_size` clips) runs `clips_per_run` clips at a time: a
     runtime's activation memory grows with the clips it is given at once, its throughput on
-    the CPU hardly does (OpenVINO int8 at 112 px: 32 clips peaked at 1030 MiB, 4 at 318 MiB,
-    at the same ms a clip; bench/README.md).
+    the CPU hardly does (a 32-clip batch, OpenVINO int8 at 112 px: the process peaked at
+    1624 MiB run whole, 913 MiB run 4 at a time, at the same ms a clip;
+    `python -m bench.clips_per_run`).
     """
 
     backend: CpuBackendChoice = "auto"
