@@ -256,7 +256,7 @@ class VideoHasher:
             mirrored_crops = np.stack(
                 [width - crops[:, 2], crops[:, 1], width - crops[:, 0], crops[:, 3]], axis=1
             )
-            if whole is content:  # a small frame: flipping it whole is cheap
+            if max(content.shape[:2]) <= self.config.max_side:  # not downscaled: flip it whole
                 flipped = np.ascontiguousarray(content[:, ::-1])
                 self._mirrored.add(flipped, flipped, mirrored_crops, moment, self.config)
             else:
