@@ -64,6 +64,21 @@ def machine(device: str) -> dict[str, Any]:
     return info
 
 
+def memory_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), in MiB.
+
+    From /proc (0 elsewhere): unlike `ru_maxrss`, `VmHWM` starts afresh at exec, so a child
+    of a large parent reports its own peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process in MiB (`ru_maxrss` is KiB on Linux, B on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -46,6 +46,7 @@ from bench._common import (
     CpuMeter,
     bench_main,
     machine,
+    memory_mib,
     peak_rss_mib,
     report_text,
 )
@@ -152,21 +153,6 @@ def video_actions(
 
 
 # ---------------------------------------------------------------------------- child --
-
-
-def memory_mib(field: str = "VmRSS") -> float:
-    """This process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), in MiB.
-
-    From /proc (0 elsewhere): unlike `ru_maxrss`, `VmHWM` starts afresh at exec, so a child
-    of a large parent reports its own peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def worker(job_file: Path) -> None:

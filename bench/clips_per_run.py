@@ -26,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import REPO_ROOT, CpuMeter, bench_main, machine, peak_rss_mib, report_text
+from bench._common import (
+    REPO_ROOT,
+    CpuMeter,
+    bench_main,
+    machine,
+    memory_mib,
+    peak_rss_mib,
+    report_text,
+)
 
 CLIP_LENGTH = 20
 
@@ -55,13 +63,6 @@ def random_clips(count: int, size: int) -> np.ndarray:
     return rng.integers(0, 256, (count, CLIP_LENGTH, size, size, 3), dtype=np.uint8)
 
 
-def resident_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def measure(job: dict[str, Any]) -> dict[str, Any]:
     """In the child: load `job["backend"]` from the cache, score the batch, report."""
     from detector.artifact import load
@@ -70,11 +71,11 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
 
     loaded = load(Path(job["model"]), "cpu")
     clips = random_clips(job["batch"], loaded.metadata.input_size)
-    before = resident_mib("VmRSS")
+    before = memory_mib("VmRSS")
     scorer = build_cpu_scorer(
         loaded, job["backend"], cache=DerivedCache(Path(job["derived"])), max_batch=job["run"]
     )
-    loaded_mib = resident_mib("VmRSS")
+    loaded_mib = memory_mib("VmRSS")
     scorer.score(clips)  # untimed: first calls allocate
     times = []
     for _ in range(job["repeats"]):
@@ -87,7 +88,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         "ms_per_clip": 1000 * min(times) / len(clips),
         "rss_before_mib": before,
         "rss_loaded_mib": loaded_mib,
-        "peak_rss_mib": resident_mib("VmHWM"),
+        "peak_rss_mib": memory_mib("VmHWM"),
     }
 
 
