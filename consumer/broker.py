@@ -24,6 +24,7 @@ from kafka.record.legacy_records import LegacyRecordBatch
 from kafka.record.util import decode_varint
 from kafka.structs import OffsetAndMetadata
 
+from consumer.group_join import keep_finished_joins
 from consumer.offsets import Partition
 from consumer.settings import KafkaSettings
 
@@ -353,6 +354,7 @@ class KafkaUploadSource:
         )
         # kafka-python has no option for this; its fetcher reads through this class.
         self._consumer._fetcher.PartitionRecords = _LenientPartitionRecords
+        keep_finished_joins(self._consumer)
         self._poll_failing = False  # the last poll raised (logged once per outage)
 
     def subscribe(self, listener: RebalanceListener) -> None:

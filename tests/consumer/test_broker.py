@@ -102,6 +102,7 @@ def test_every_kafka_client_is_made_without_client_metrics_and_with_the_security
     for module in (broker, bank_topic):
         monkeypatch.setattr(module, "KafkaProducer", RecordedClient)
         monkeypatch.setattr(module, "KafkaConsumer", RecordedClient)
+    monkeypatch.setattr(broker, "keep_finished_joins", lambda consumer: None)
     settings = KafkaSettings(security_protocol="SSL")
     KafkaEventSink(settings)
     broker.KafkaUploadSource(settings)
