@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer.broker import client_options
+from consumer.broker import client_options, close_producer
 from consumer.settings import KafkaSettings
 from detector.bank import Bank, BankEntry
 from detector.bank_file import InvalidBankFile, entry_to_record, record_to_entry
@@ -274,7 +274,7 @@ class KafkaBankWriter:
             raise BankPublishError(f"{type(error).__name__}: {error}") from error
 
     def close(self) -> None:
-        self._producer.close(timeout=1.0)
+        close_producer(self._producer, timeout_s=1.0)
 
 
 class KafkaBankLog:

@@ -8,6 +8,7 @@ without a broker, and the integration tests use the real ones.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
+from kafka.errors import CorruptRecordError, KafkaError, KafkaTimeoutError, UnsupportedCodecError
 from kafka.record.default_records import DefaultRecord, DefaultRecordBatch
 from kafka.record.legacy_records import LegacyRecordBatch
 from kafka.record.util import decode_varint
@@ -576,7 +577,10 @@ class KafkaEventSink:
             self.rebuilds += 1
         log.warning("producer_rebuilt", error=f"{type(error).__name__}: {error}",
                     rebuilds=self.rebuilds)  # fmt: skip
-        threading.Thread(target=failed.close, kwargs={"timeout": 0}, daemon=True).start()
+        # Off the caller's thread: closing waits for the failed producer's sender to stop.
+        threading.Thread(
+            target=close_producer, args=(failed, PRODUCER_CLOSE_TIMEOUT_S), daemon=True
+        ).start()
 
     def flush(self, timeout_s: float) -> None:
         self._producer.flush(timeout=timeout_s)
@@ -584,7 +588,25 @@ class KafkaEventSink:
     def close(self) -> None:
         with self._lock:
             self._closed = True  # a send failing after this is not a reason for a new producer
-        self._producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
+        close_producer(self._producer, PRODUCER_CLOSE_TIMEOUT_S)
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close `producer`, stopping its sender thread even when records are still undelivered.
+
+    kafka-python's `close` flushes first and raises `KafkaTimeoutError` when the flush
+    times out, before it stops the sender: a producer closed during an outage would
+    keep a thread retrying its records for as long as the process lives. Here the sender
+    is then stopped without sending, which fails whatever it still held.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaTimeoutError:
+        sender = producer._sender
+        sender.force_close()
+        sender.join(timeout_s)
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.close(timeout=0)
 
 
 def _in_fatal_state(producer: KafkaProducer) -> bool:

@@ -1,11 +1,14 @@
 """The Kafka producer adapter: what it reports as retriable, and when it replaces its producer.
 
-kafka-python's producer is replaced by a fake here; the real one is exercised
-against the broker in tests/integration/test_outage.py.
+kafka-python's producer is replaced by a fake here, except where closing it during an
+outage is specified (a real broker, stopped); the service's whole outage is exercised in
+tests/integration/test_outage.py.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -14,6 +17,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from consumer import broker
 from consumer.broker import KafkaEventSink, PublishError
 from consumer.settings import KafkaSettings
+from tests.support.broker import TansuBroker
 
 
 class FakeProducer:
@@ -112,3 +116,21 @@ def test_every_kafka_client_is_made_without_client_metrics_and_with_the_security
     for options in RecordedClient.made:
         assert options["metrics_enabled"] is False
         assert options["security_protocol"] == "SSL"
+
+
+def test_closing_the_sink_during_an_outage_fails_what_it_held_and_leaves_no_thread() -> None:
+    with TansuBroker() as running:
+        running.create_topic("flags")
+        sink = KafkaEventSink(KafkaSettings(bootstrap_servers=running.bootstrap))
+        sink.send("flags", None, b"before the outage", [])
+    failures: list[PublishError] = []
+    sink.send_async("flags", None, b"during the outage", [], lambda: None, failures.append)
+
+    started = time.monotonic()
+    sink.close()
+    closing_s = time.monotonic() - started
+
+    assert closing_s < 2 * broker.PRODUCER_CLOSE_TIMEOUT_S + 0.5
+    assert [failure.retriable for failure in failures] == [True]
+    senders = [t for t in threading.enumerate() if t.name.endswith("-producer-network-thread")]
+    assert not [t for t in senders if t.is_alive()]
