@@ -159,6 +159,80 @@ def test_a_root_that_is_itself_a_symlink_is_resolved(files: Files, tmp_path: Pat
         assert fetched.sha256 == VIDEO_SHA256
 
 
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """Files, directories and links of every kind a path may run through."""
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "sub" / "file.mp4").write_bytes(b"x")
+    (tmp_path / "link-to-file.mp4").symlink_to(tmp_path / "dir" / "sub" / "file.mp4")
+    (tmp_path / "link-to-dir").symlink_to(tmp_path / "dir")
+    (tmp_path / "relative-link").symlink_to(Path("dir") / "sub")
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    os.mkfifo(tmp_path / "fifo")
+    return tmp_path
+
+
+RESOLVED_PATHS = [
+    "dir/sub/file.mp4",
+    "link-to-file.mp4",
+    "link-to-dir/sub/file.mp4",
+    "link-to-dir/sub/../sub/file.mp4",
+    "relative-link/file.mp4",
+    "dir/sub/missing.mp4",
+    "link-to-dir/missing/deeper.mp4",
+    "dangling.mp4",
+    "loop-a",
+    "dir/sub/file.mp4/",
+    "fifo",
+    "dir//sub/./file.mp4",
+]
+
+
+@pytest.mark.parametrize("relative", RESOLVED_PATHS)
+def test_a_path_resolves_as_realpath_resolves_it(tree: Path, relative: str) -> None:
+    raw = f"{tree}/{relative}"
+    try:
+        expected = os.path.realpath(raw)
+    except (OSError, RuntimeError) as walked:  # a loop, on Pythons that raise for one
+        with pytest.raises(type(walked)):
+            media.real_path(raw)
+        return
+    assert media.real_path(raw) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "O_PATH"), reason="the kernel resolves paths on Linux")
+def test_an_existing_path_is_resolved_by_the_kernel_without_walking_it(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = str(tree.resolve() / "dir" / "sub" / "file.mp4")
+    monkeypatch.setattr(os.path, "realpath", lambda raw: pytest.fail(f"walked {raw}"))
+    assert media.real_path(f"{tree}/link-to-dir/sub/file.mp4") == expected
+
+
+@pytest.mark.parametrize(
+    "kernel_says",
+    ["", "(unreachable)/dir/sub/file.mp4", "{tree}/dir/sub/file.mp4 (deleted)"],
+    ids=["no /proc", "outside this root", "unlinked meanwhile"],
+)
+def test_a_path_the_kernel_cannot_name_is_walked(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, kernel_says: str
+) -> None:
+    expected = str(tree.resolve() / "dir" / "sub" / "file.mp4")
+    readlink = os.readlink
+
+    def kernel_readlink(path: str) -> str:
+        if not path.startswith("/proc/self/fd/"):
+            return readlink(path)  # the walk's own
+        if not kernel_says:
+            raise FileNotFoundError(path)
+        return kernel_says.format(tree=tree)
+
+    monkeypatch.setattr(os, "readlink", kernel_readlink)
+    assert media.real_path(f"{tree}/link-to-dir/sub/file.mp4") == expected
+
+
 def test_a_missing_file_under_a_root_is_not_found(files: Files, scratch: Path) -> None:
     error = fetch_error(files.fetcher, files.uri(files.root / "clips" / "gone.mp4"))
     assert (error.reason, error.retryable) == ("not_found", False)
