@@ -715,27 +715,32 @@ _O_PATH = getattr(os, "O_PATH", 0)  # Linux: an open that only resolves, reads n
 def real_path(raw: str) -> str:
     """`os.path.realpath(raw)`, asked of the kernel where it can say.
 
-    On the cache-hit path the Python walk (an `lstat` and a join a component) cost more
-    than hashing a small file: an `O_PATH` open resolves every component in one call and
-    `/proc/self/fd` names what it reached, a third of the cost. A path the kernel cannot
-    resolve (missing, no search permission, a loop) or name (no `/proc`, unlinked meanwhile)
-    is walked as before, so the result, and what a refusal reveals, stay the same.
+    The Python walk makes a system call a component, each letting the GIL go, which on the
+    cache-hit path costs thread switches while the workers wait for it: an `O_PATH` open
+    resolves every component in one call and `/proc/self/fd` names what it reached. A path
+    the kernel cannot resolve (missing, no search permission, a loop) or name (no `/proc`,
+    unlinked meanwhile) is walked as before, so the result, and what a refusal reveals,
+    stay the same.
     """
-    if _O_PATH:
-        try:
-            fd = os.open(raw, _O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return os.path.realpath(raw)
-        try:
-            named = os.readlink(f"/proc/self/fd/{fd}")  # noqa: PTH115 (a str, no Path made)
-        except OSError:
-            named = ""
-        finally:
-            os.close(fd)
-        # Not a path of this root: "(unreachable)/…", or " (deleted)" once unlinked.
-        if named.startswith("/") and not named.endswith(" (deleted)"):
-            return named
+    named = _kernel_path(raw) if _O_PATH else ""
+    # Not a path of this root: "(unreachable)/…", or " (deleted)" once unlinked.
+    if named.startswith("/") and not named.endswith(" (deleted)"):
+        return named
     return os.path.realpath(raw)
+
+
+def _kernel_path(raw: str) -> str:
+    """What the kernel names the file `raw` leads to, or "" where it cannot say."""
+    try:
+        fd = os.open(raw, _O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")  # noqa: PTH115 (a str, no Path made)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _split(uri: str) -> SplitResult:
