@@ -190,11 +190,34 @@ def onnxruntime_logits(form: DerivedForm, threads: int) -> Callable[[Clips], Sco
     return logits
 
 
+_openvino_core: Any = None
+_openvino_core_lock = threading.Lock()
+
+
+def openvino_core() -> Any:
+    """The process's one OpenVINO `Core`, made on first use and kept until the process exits.
+
+    OpenVINO's CPU plugin, made with each `Core`, gives the thread that makes it a signal
+    stack of its own (`sigaltstack`) and unmaps that stack when the plugin is destroyed, from
+    whichever thread lets go of it last. With a `Core` per scorer, self-calibration let go of
+    the fp32 scorer on its own thread: the thread that had built it was left pointing at an
+    unmapped signal stack, and the next signal with a handler there (SIGTERM, whose handler
+    Python installs to run on that stack) killed the process with SIGSEGV instead of
+    draining it. A `Core` that is never destroyed never unmaps the stack it set.
+    """
+    global _openvino_core
+    with _openvino_core_lock:
+        if _openvino_core is None:
+            try:
+                ov = import_openvino()
+            except ImportError as error:
+                raise BackendUnavailable(f"openvino is not installed ({error})") from error
+            _openvino_core = ov.Core()
+        return _openvino_core
+
+
 def openvino_logits(form: DerivedForm, threads: int) -> Callable[[Clips], Scores]:
-    try:
-        ov = import_openvino()
-    except ImportError as error:
-        raise BackendUnavailable(f"openvino is not installed ({error})") from error
+    core = openvino_core()
     config: dict[str, Any] = {
         "INFERENCE_NUM_THREADS": threads,
         # fp32 arithmetic even where OpenVINO would pick bf16 by itself (CPUs with AMX):
@@ -202,7 +225,7 @@ def openvino_logits(form: DerivedForm, threads: int) -> Callable[[Clips], Scores
         "INFERENCE_PRECISION_HINT": "f32",
         "PERFORMANCE_HINT": "LATENCY",
     }
-    compiled = ov.Core().compile_model(str(form.file("model.xml")), "CPU", config)
+    compiled = core.compile_model(str(form.file("model.xml")), "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output("logits")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +128,22 @@ def test_an_int8_backend_without_calibration_or_a_cached_form_says_how_to_give_o
         build_cpu_scorer(tiny, "openvino-int8", cache=DerivedCache(tmp_path))
 
 
+def test_every_openvino_scorer_in_a_process_shares_one_core() -> None:
+    """One Core, never destroyed: its CPU plugin never unmaps the signal stack it gave a thread
+    (the signal test in test_self_calibration.py shows what a Core per scorer did)."""
+    made_elsewhere = []
+    thread = threading.Thread(target=lambda: made_elsewhere.append(backends.openvino_core()))
+    thread.start()
+    thread.join()
+    assert backends.openvino_core() is backends.openvino_core() is made_elsewhere[0]
+
+
 def test_a_missing_runtime_makes_its_backend_unavailable(
     tiny: LoadedModel, cache: DerivedCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     derive(tiny, "openvino", cache)  # the form exists; the runtime to run it does not
     monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setattr(backends, "_openvino_core", None)  # no runtime: no Core was ever made
     with pytest.raises(BackendUnavailable, match="openvino is not installed"):
         build_cpu_scorer(tiny, "openvino", cache=cache)
 

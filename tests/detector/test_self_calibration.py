@@ -1,13 +1,9 @@
-"""`auto` without an int8 form: fp32 first, then int8 calibrated on the clips it scored.
-
-(Apart from tests/detector/test_backends.py: in one pytest process with some of the tests
-before it, the child process these start was followed by the test runner dying with
-SIGSEGV in test_isolation's decoder-crash test; run after it, nothing fails. The same
-sequence in a plain process, self-calibration and then decoder crashes, keeps running.)
-"""
+"""`auto` without an int8 form: fp32 first, then int8 calibrated on the clips it scored."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,3 +85,39 @@ def test_self_calibration_is_off_when_asked_and_with_calibration_videos(
     )  # fmt: skip
     assert given.info.backend == "openvino-int8"
     assert not isinstance(given, SelfCalibratingScorer)
+
+
+# Run in a process of its own: what it guards against kills the process (SIGSEGV).
+SIGNAL_AFTER_SWAP = """
+import signal, sys, threading, time
+from pathlib import Path
+import numpy as np
+from detector.artifact import load
+from detector.backends import build_cpu_scorer
+from detector.derived import DerivedCache
+
+model_path, derived = map(Path, sys.argv[1:])
+scorer = build_cpu_scorer(load(model_path, "cpu"), "auto", cache=DerivedCache(derived),
+                          self_calibration_clips=2)
+scorer.score(np.random.default_rng(1).integers(0, 256, (2, 20, 112, 112, 3), dtype=np.uint8))
+while scorer.calibrating:
+    time.sleep(0.05)
+print("scoring with", scorer.info.backend, flush=True)
+stopped = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopped.set())  # as the service's stop handler
+signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # the thread that built fp32
+print("stop requested" if stopped.wait(5) else "no stop", flush=True)
+"""
+
+
+def test_sigterm_after_self_calibration_reaches_the_stop_handler(tmp_path: Path) -> None:
+    """The int8 swap lets go of the fp32 scorer on the calibration thread; the thread that
+    built it must still take signals (OpenVINO's CPU plugin sets and unmaps a signal stack
+    per thread: `backends.openvino_core`)."""
+    write_tiny_artifact(tmp_path / "tiny.pt", seed=3, temperature=1.3)
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AFTER_SWAP, str(tmp_path / "tiny.pt"), str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"exit code {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.splitlines()[-2:] == ["scoring with openvino-int8", "stop requested"]
