@@ -206,6 +206,7 @@ def openvino_core() -> Any:
     draining it. A `Core` that is never destroyed never unmaps the stack it set.
     """
     global _openvino_core
+    # A lock, not functools.cache: two racing first calls would make two Cores, one then freed.
     with _openvino_core_lock:
         if _openvino_core is None:
             try:
