@@ -17,8 +17,24 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepscreen-tests-cache-"
 
 from tests.support import videos
 
+# Modules holding a test with one of these marks take minutes; they run first.
+LONG_MARKS = ("slow", "faults")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = REPO.parent / "shared" / "data" / "clips"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with long tests first, each module's tests kept together and in order.
+
+    The suite runs on two xdist workers, a module to a worker at a time, handed out in
+    collection order (pyproject.toml's `addopts`): a module of minutes handed out last
+    would end the run on one worker while the other waits.
+    """
+    long_modules = {
+        item.path for item in items if any(item.get_closest_marker(m) for m in LONG_MARKS)
+    }
+    items.sort(key=lambda item: item.path not in long_modules)
 
 
 class SyntheticVideos:
