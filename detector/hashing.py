@@ -257,12 +257,12 @@ class VideoHasher:
                 [width - crops[:, 2], crops[:, 1], width - crops[:, 0], crops[:, 3]], axis=1
             )
             if max(content.shape[:2]) <= self.config.max_side:  # not downscaled: flip it whole
-                flipped = np.ascontiguousarray(content[:, ::-1])
+                flipped = _flipped(content)
                 self._mirrored.add(flipped, flipped, mirrored_crops, moment, self.config)
             else:
                 # A large one's mirrored pictures are cut from the upright frame and flipped
                 # once small: flipping a 1080p frame cost more than hashing it.
-                mirrored_whole = np.ascontiguousarray(whole[:, ::-1])
+                mirrored_whole = _flipped(whole)
                 self._mirrored.add(
                     mirrored_whole, content, mirrored_crops, moment, self.config, mirrored=True
                 )
@@ -345,7 +345,13 @@ def _face_tile(content: Frame, tile: Boxes, size: int, mirrored: bool) -> Frame:
         return np.asarray(cut_clip([content], tile[None, :], size)[0])
     width = content.shape[1]
     upright = np.array([width - tile[2], tile[1], width - tile[0], tile[3]])
-    return np.ascontiguousarray(cut_clip([content], upright[None, :], size)[0][:, ::-1])
+    return _flipped(cut_clip([content], upright[None, :], size)[0])
+
+
+def _flipped(picture: Frame) -> Frame:
+    """The picture mirrored left to right: OpenCV's flip is about ten times as fast as
+    copying numpy's reversed view of an RGB picture (its 3-byte pixels defeat SIMD)."""
+    return np.asarray(cv2.flip(np.ascontiguousarray(picture), 1))
 
 
 def _quality_last(picture: Frame) -> tuple[int, str]:
