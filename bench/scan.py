@@ -6,12 +6,14 @@
                          [--calibration DIR] [--derived-dir DIR] [--json OUT]
 
 Wired like the `scan` command (`build_detector`): one `Detector` over a `BatchingScorer` around
-the CPU backend the settings choose (or the TorchScript module on a GPU), and a thread pool of
-`--workers` threads calling `Detector.screen_timed`. Without `--model` an untrained reference
-model (ResNeXt50+LSTM, 112 px) is written to a temporary directory: its scores mean nothing,
-its cost is the real one. `--profile today` is the pipeline before the performance work
-(every frame decoded, faces on every frame, the TorchScript module); `--compare` runs both
-profiles `--repeats` times, alternating, each run in a process of its own, and reports medians.
+the CPU backend the settings choose (or the TorchScript module on a GPU), and a thread pool
+calling `Detector.screen_timed` with twice `--workers` videos in flight, `--workers` of them
+decoded at once (today: `--workers` threads, each decoding then waiting for its scores).
+Without `--model` an untrained reference model (ResNeXt50+LSTM, 112 px) is written to a
+temporary directory: its scores mean nothing, its cost is the real one. `--profile today` is
+the pipeline before the performance work (every frame decoded, faces on every frame, the
+TorchScript module); `--compare` runs both profiles `--repeats` times, alternating, each run
+in a process of its own, and reports medians.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from detector.batching import BatchingScorer
     from detector.derived import DerivedCache, directory_calibration
     from detector.pipeline import Detector, Screening
+    from detector.routing import InProcessExtractor, videos_in_flight
     from detector.scoring import ClipScorer, TorchScorer
     from detector.training.export import init_reference
 
@@ -234,7 +237,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = profile_config(args.profile, args.windows)
         timed = TimedScorer(inner)
         scorer = BatchingScorer(timed, max_batch=args.batch, max_wait_s=BatchingConfig.wait_s)
-        detector = Detector(scorer, config)
+        # As `scan`: `--workers` decode at once, each with a video waiting for its scores;
+        # today's pipeline decoded, then waited, in each of `--workers` threads.
+        in_flight = args.workers if args.profile == "today" else videos_in_flight(args.workers)
+        extractor = InProcessExtractor(config, workers=args.workers)
+        detector = Detector(scorer, config, extractor=extractor)
 
         def screen(path: Path) -> tuple[Path, Screening, float]:
             tick = time.perf_counter()
@@ -245,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         began = time.monotonic()
         try:
-            with ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="bench") as pool:
+            with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="bench") as pool:
                 screened = list(pool.map(screen, files))
         finally:
             detector.close()

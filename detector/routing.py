@@ -5,12 +5,18 @@ uploader's `content_type` or file name. `Extractor` is the port the pipeline
 screens through; `InProcessExtractor` runs extraction on the calling thread
 (`scan`), `detector.isolation.IsolatedExtractor` in worker processes (the
 service).
+
+Both let a caller keep more videos in flight than it decodes at once: a video
+past extraction waits for its scores while the next one is decoded, so the
+model's time overlaps decoding instead of stalling it, and memory stays
+bounded by the decodes, not by the videos waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +25,14 @@ from detector.extraction import Extraction, extract_face_clips, hash_whole_video
 from detector.faces import FaceDetector, MediaPipeFaceDetector
 from detector.hashing import VideoHashes
 from detector.image import extract_image_clips, hash_image
+from detector.memory import release_freed_memory
 from detector.sniff import sniff
+
+
+def videos_in_flight(decoders: int) -> int:
+    """Videos a caller keeps in flight for `decoders` extractions at once: each decoder
+    has a video waiting for its scores while it decodes the next (bench/README.md)."""
+    return 2 * decoders
 
 
 def extract_clips(
@@ -57,42 +70,64 @@ class Extractor(Protocol):
 
 
 class InProcessExtractor:
-    """Extraction on the calling thread, one MediaPipe detector per thread (for `scan`)."""
+    """Extraction on the calling thread (for `scan`), at most `workers` at once (None: no
+    limit); each extraction borrows one of the MediaPipe detectors, which are not
+    thread-safe, made as needed and kept until `close`."""
 
     def __init__(
-        self, config: DetectorConfig, face_detector: Callable[[], FaceDetector] | None = None
+        self,
+        config: DetectorConfig,
+        face_detector: Callable[[], FaceDetector] | None = None,
+        *,
+        workers: int | None = None,
     ) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError("workers is at least 1")
         self.config = config
         self._new_face_detector = face_detector or (lambda: MediaPipeFaceDetector(config.faces))
-        self._local = threading.local()
+        self._slots = threading.BoundedSemaphore(workers) if workers else None
+        self._idle: list[FaceDetector] = []
         self._created: list[FaceDetector] = []
         self._lock = threading.Lock()
 
     def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
-        return extract_clips(
-            path,
-            clip_length=clip_length,
-            input_size=input_size,
-            config=self.config,
-            faces=self._face_detector(),
-        )
+        with self._face_detector() as faces:
+            try:
+                return extract_clips(
+                    path,
+                    clip_length=clip_length,
+                    input_size=input_size,
+                    config=self.config,
+                    faces=faces,
+                )
+            finally:
+                release_freed_memory()
 
     def hash_whole(self, path: Path, *, clip_length: int) -> VideoHashes:
-        return hash_media(
-            path, clip_length=clip_length, config=self.config, faces=self._face_detector()
-        )
+        with self._face_detector() as faces:
+            try:
+                return hash_media(path, clip_length=clip_length, config=self.config, faces=faces)
+            finally:
+                release_freed_memory()
 
     def close(self) -> None:
         with self._lock:
             for detector in self._created:
                 detector.close()
             self._created.clear()
+            self._idle.clear()
 
-    def _face_detector(self) -> FaceDetector:
-        detector: FaceDetector | None = getattr(self._local, "faces", None)
-        if detector is None:
-            detector = self._new_face_detector()
-            self._local.faces = detector
+    @contextlib.contextmanager
+    def _face_detector(self) -> Iterator[FaceDetector]:
+        with self._slots or contextlib.nullcontext():
             with self._lock:
-                self._created.append(detector)
-        return detector
+                detector = self._idle.pop() if self._idle else None
+            if detector is None:
+                detector = self._new_face_detector()
+                with self._lock:
+                    self._created.append(detector)
+            try:
+                yield detector
+            finally:
+                with self._lock:
+                    self._idle.append(detector)

@@ -90,6 +90,7 @@ def scan(
     from detector.backends import BackendUnavailable
     from detector.config import PACKAGED_MODEL, DetectorConfig
     from detector.pipeline import build_detector
+    from detector.routing import InProcessExtractor, videos_in_flight
 
     choices: tuple[CpuBackendChoice, ...] = ("auto", *CPU_BACKENDS)
     backend = next((name for name in choices if name == cpu_backend), None)
@@ -136,6 +137,7 @@ def scan(
             config,
             batch_size=batch_size,
             cpu=CpuInferenceConfig(backend=backend),
+            extractor=InProcessExtractor(config, workers=workers),
             known_fakes=known_fakes,
         )
     except BackendUnavailable as error:
@@ -144,7 +146,9 @@ def scan(
         warn(f"{loaded.info.name} is untrained; its scores mean nothing")
     try:
         with (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool,
+            ThreadPoolExecutor(
+                max_workers=videos_in_flight(workers), thread_name_prefix="scan"
+            ) as pool,
             progress(len(files)) as advance,
         ):
             for verdict in pool.map(lambda p: detector.screen(p, video_id=p.name), files):
