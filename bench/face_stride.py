@@ -1,6 +1,7 @@
 """Face detection on every k-th frame against every frame: what it saves and what it changes.
 
-    python -m bench.face_stride [--data DIR] [--strides 1,2,3,4,5] [--model FILE] [--json OUT]
+    python -m bench.face_stride [--data DIR] [--strides 1,2,3,4,5] [--reference K]
+                                [--model FILE] [--json OUT]
 
 For each stride k, every video under `--data` (default the shared clips) is cut into face
 clips exactly as the service does (`extract_face_clips`, `FaceConfig.detect_every = k`),
@@ -8,6 +9,10 @@ and the clips are scored by the reference model (or `--model`). Against k = 1 it
 the time of the faces stage, tracks found, clips cut, the share of k = 1's clips that have a
 counterpart at k (same window, crops overlapping), the mean IoU of the counterparts' per-frame
 crop boxes, and the largest absolute difference of their scores.
+
+A variant may also set the side frames are downscaled to before detection: `3@640` is k = 3
+with `FaceConfig.detect_max_side = 640`. `--reference` names the variant the others are
+compared with (default `1`, every frame at the default side).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from bench._common import (
     table,
 )
 from detector.arrays import Boxes
-from detector.config import DetectorConfig
+from detector.config import DetectorConfig, FaceConfig
 from detector.extraction import FaceClip, extract_face_clips
 from detector.media_files import video_files
 from detector.probe import Unreadable
@@ -44,7 +49,7 @@ _MATCH_IOU = 0.3
 
 @dataclass
 class StrideResult:
-    stride: int
+    stride: str  # "k" or "k@side"
     faces_s: float = 0.0
     decode_s: float = 0.0
     tracks: int = 0
@@ -58,7 +63,7 @@ class StrideResult:
         ious = self.ious or []
         diffs = self.score_diffs or []
         return [
-            str(self.stride),
+            self.stride,
             f"{self.faces_s:.1f}",
             str(self.tracks),
             str(self.clips),
@@ -72,10 +77,18 @@ class StrideResult:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--strides", default="1,2,3,4,5")
+    parser.add_argument("--strides", default="1,2,3,4,5", help="k or k@side, comma-separated")
+    parser.add_argument("--reference", default="1", help="the variant compared with (k or k@side)")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
+
+
+def face_config(base: FaceConfig, variant: str) -> FaceConfig:
+    """The face configuration of a variant `k` or `k@side`."""
+    every, _, side = variant.partition("@")
+    config = replace(base, detect_every=int(every))
+    return replace(config, detect_max_side=int(side)) if side else config
 
 
 def crop_iou(a: Boxes, b: Boxes) -> float:
@@ -110,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from detector.faces import MediaPipeFaceDetector
     from detector.scoring import TorchScorer
 
-    strides = [int(k) for k in args.strides.split(",")]
-    if strides[0] != 1:
-        strides.insert(0, 1)
+    strides = [args.reference, *(k for k in args.strides.split(",") if k != args.reference)]
     videos = video_files(args.data)
     meter = CpuMeter()
     with tempfile.TemporaryDirectory(prefix="deepscreen-bench-") as scratch:
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         results: list[StrideResult] = []
         started = time.monotonic()
         for stride in strides:
-            config = replace(base, faces=replace(base.faces, detect_every=stride))
+            config = replace(base, faces=face_config(base.faces, stride))
             faces = MediaPipeFaceDetector(config.faces)
             result = StrideResult(stride, ious=[], score_diffs=[])
             for video in videos:
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     by_clip = {
                         id(c): float(v) for c, v in zip(extraction.clips, scores, strict=True)
                     }
-                if stride == 1:
+                if stride == args.reference:
                     reference[video] = extraction.clips
                     reference_scores.update(by_clip)
                     continue
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                     result.score_diffs.append(  # type: ignore[union-attr]
                         abs(reference_scores[id(ours)] - by_clip[id(theirs)])
                     )
-            if stride == 1:
+            if stride == args.reference:
                 result.reference_clips = result.matched = result.clips
             faces.close()
             results.append(result)
