@@ -1,4 +1,4 @@
-"""In-process extraction: at most `workers` videos decoded at once, each with a detector of its own."""
+"""In-process extraction: at most `workers` videos decoded at once, each with its own detector."""
 
 from __future__ import annotations
 
@@ -43,10 +43,18 @@ class RecordingDetector:
         self.closed = True
 
 
+class Made(list[RecordingDetector]):
+    """A face-detector factory that keeps what it made."""
+
+    def __call__(self) -> RecordingDetector:
+        self.append(RecordingDetector())
+        return self[-1]
+
+
 @pytest.fixture
-def detectors() -> list[RecordingDetector]:
+def detectors() -> Made:
     RecordingDetector.busy = RecordingDetector.most_busy = 0
-    return []
+    return Made()
 
 
 def _extract_many(extractor: InProcessExtractor, videos: SyntheticVideos, threads: int) -> None:
@@ -58,13 +66,9 @@ def _extract_many(extractor: InProcessExtractor, videos: SyntheticVideos, thread
 
 
 def test_at_most_workers_videos_are_decoded_at_once_with_as_many_detectors(
-    synthetic: SyntheticVideos, detectors: list[RecordingDetector]
+    synthetic: SyntheticVideos, detectors: Made
 ) -> None:
-    def made() -> RecordingDetector:
-        detectors.append(RecordingDetector())
-        return detectors[-1]
-
-    extractor = InProcessExtractor(DetectorConfig(), made, workers=2)
+    extractor = InProcessExtractor(DetectorConfig(), detectors, workers=2)
     _extract_many(extractor, synthetic, threads=videos_in_flight(2))
 
     assert RecordingDetector.most_busy == 2
@@ -74,13 +78,9 @@ def test_at_most_workers_videos_are_decoded_at_once_with_as_many_detectors(
 
 
 def test_without_a_limit_every_concurrent_extraction_gets_a_detector(
-    synthetic: SyntheticVideos, detectors: list[RecordingDetector]
+    synthetic: SyntheticVideos, detectors: Made
 ) -> None:
-    def made() -> RecordingDetector:
-        detectors.append(RecordingDetector())
-        return detectors[-1]
-
-    extractor = InProcessExtractor(DetectorConfig(), made)
+    extractor = InProcessExtractor(DetectorConfig(), detectors)
     _extract_many(extractor, synthetic, threads=3)
     extractor.close()
 
