@@ -5,9 +5,10 @@
 
 For each stride k, every video under `--data` (default the shared clips) is cut into face
 clips exactly as the service does (`extract_face_clips`, `FaceConfig.detect_every = k`),
-and the clips are scored by the reference model (or `--model`). Against k = 1 it reports:
-the time of the faces stage, tracks found, clips cut, the share of k = 1's clips that have a
-counterpart at k (same window, crops overlapping), the mean IoU of the counterparts' per-frame
+and the clips are scored by the reference model (or `--model`). Against the reference
+variant (k = 1 unless `--reference` says otherwise) it reports: the time of the faces stage,
+tracks found, clips cut, the share of the reference's clips that have a counterpart at k
+(same window, crops overlapping), the mean IoU of the counterparts' per-frame
 crop boxes, and the largest absolute difference of their scores.
 
 A variant may also set the side frames are downscaled to before detection: `3@640` is k = 3

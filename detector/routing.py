@@ -92,23 +92,17 @@ class InProcessExtractor:
 
     def extract(self, path: Path, *, clip_length: int, input_size: int) -> Extraction:
         with self._face_detector() as faces:
-            try:
-                return extract_clips(
-                    path,
-                    clip_length=clip_length,
-                    input_size=input_size,
-                    config=self.config,
-                    faces=faces,
-                )
-            finally:
-                release_freed_memory()
+            return extract_clips(
+                path,
+                clip_length=clip_length,
+                input_size=input_size,
+                config=self.config,
+                faces=faces,
+            )
 
     def hash_whole(self, path: Path, *, clip_length: int) -> VideoHashes:
         with self._face_detector() as faces:
-            try:
-                return hash_media(path, clip_length=clip_length, config=self.config, faces=faces)
-            finally:
-                release_freed_memory()
+            return hash_media(path, clip_length=clip_length, config=self.config, faces=faces)
 
     def close(self) -> None:
         with self._lock:
@@ -119,6 +113,8 @@ class InProcessExtractor:
 
     @contextlib.contextmanager
     def _face_detector(self) -> Iterator[FaceDetector]:
+        """A detector for one video's extraction, within the `workers` limit; the memory the
+        video's frames freed is given back when it is returned."""
         with self._slots or contextlib.nullcontext():
             with self._lock:
                 detector = self._idle.pop() if self._idle else None
@@ -131,3 +127,4 @@ class InProcessExtractor:
             finally:
                 with self._lock:
                     self._idle.append(detector)
+                release_freed_memory()
