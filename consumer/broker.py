@@ -511,6 +511,7 @@ class KafkaEventSink:
             acks="all",
             enable_idempotence=True,
             linger_ms=settings.producer_linger_ms,
+            batch_size=settings.producer_batch_bytes,
             retries=settings.producer_retries,
             max_request_size=settings.producer_max_request_bytes,
             **client_options(settings),

@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from consumer.media import FetchPolicy
-from consumer.settings import FaceSettings, ProvenanceSettings, Settings, load_settings
+from consumer.settings import (
+    FaceSettings,
+    KafkaSettings,
+    ProvenanceSettings,
+    Settings,
+    load_settings,
+)
 from consumer.signing import TestAuthority as Authority
 from detector.config import (
     PACKAGED_MODEL,
@@ -276,9 +282,16 @@ def test_producer_publish_and_claim_timings_are_settings_with_their_defaults() -
         25,
         5,
     )
+    # 256 KiB (kafka-python's default is 16 KiB, about six flags a request)
+    assert kafka.producer_batch_bytes == 256 * 1024
     assert (kafka.publish_backoff_initial_s, kafka.publish_backoff_max_s) == (0.5, 30.0)
     assert kafka.flush_timeout_s == 30.0
     assert redis.claim_poll_s == 0.25
+
+
+def test_a_producer_batch_larger_than_a_request_is_refused() -> None:
+    with pytest.raises(ValidationError, match="producer_batch_bytes"):
+        KafkaSettings(producer_batch_bytes=2 * 1024 * 1024, producer_max_request_bytes=1024 * 1024)
 
 
 def test_the_timing_variables_set_the_timings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,6 +304,7 @@ def test_the_timing_variables_set_the_timings(monkeypatch: pytest.MonkeyPatch) -
         20,
         9,
     )
+    assert kafka.producer_batch_bytes == 65536
     assert (kafka.publish_backoff_initial_s, kafka.publish_backoff_max_s) == (0.1, 2.0)
     assert (kafka.flush_timeout_s, settings.redis.claim_poll_s) == (45.0, 0.5)
 

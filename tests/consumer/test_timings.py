@@ -87,16 +87,20 @@ class FakeProducer:
         self.timeouts["close"] = timeout
 
 
-def test_the_producer_takes_its_linger_retries_and_ack_timeout_from_the_settings(
+def test_the_producer_takes_its_linger_batch_retries_and_ack_timeout_from_the_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(broker, "KafkaProducer", FakeProducer)
-    settings = KafkaSettings(producer_ack_timeout_s=7.5, producer_linger_ms=20, producer_retries=9)
+    settings = KafkaSettings(
+        producer_ack_timeout_s=7.5, producer_linger_ms=20, producer_batch_bytes=65536,
+        producer_retries=9,
+    )  # fmt: skip
     sink = KafkaEventSink(settings)
     sink.send("flags", b"k", b"v", [])
     sink.close()
     [producer] = FakeProducer.made[-1:]
     assert (producer.options["linger_ms"], producer.options["retries"]) == (20, 9)
+    assert producer.options["batch_size"] == 65536
     assert producer.options["acks"] == "all" and producer.options["enable_idempotence"] is True
     assert producer.timeouts["ack"] == 7.5
     assert producer.timeouts["close"] == broker.PRODUCER_CLOSE_TIMEOUT_S

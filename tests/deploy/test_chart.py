@@ -374,6 +374,7 @@ def test_timing_values_render_into_the_producer_publish_and_claim_settings(
         "kafka": {
             "producerAckTimeoutS": 12.5,
             "producerLingerMs": 20,
+            "producerBatchBytes": 65536,
             "producerRetries": 9,
             "publishBackoffInitialS": 0.1,
             "publishBackoffMaxS": 2,
