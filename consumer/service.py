@@ -4,7 +4,7 @@
 tests. Each turn of the loop is five named steps around one `RunState`:
 
     while state.running:
-        room = self._throttle()      # pause every partition while full; else wait a little for more room
+        room = self._throttle()      # pause every assigned partition while full
         self._poll(room)             # take up to `room` uploads, or wait for a slot
         self._sample_health()        # for /readyz (the consumer is not thread-safe)
         self._commit_if_due()        # every `kafka.commit_interval_s`
@@ -64,9 +64,6 @@ _LAG_EVERY_S = 10.0
 # Outcomes queued on the producer and not yet acknowledged, at most (beyond: pause). The
 # producer's own buffer bounds their bytes; this bounds what a crash makes us redo.
 _MAX_UNACKED = 1000
-# With fewer than half the slots free and the rest busy, the loop waits up to this long
-# for more to free before it polls (see `Service._throttle`).
-_REFILL_LINGER_S = 0.005
 
 # The shutdown after the drain takes at most this long: SIGTERM → exit is at most
 # `drain_seconds` + this (plus the loop's last turn, a fraction of a second). Each step
@@ -259,16 +256,15 @@ class Service:
     def _throttle(self) -> int:
         """Room for more work; while there is none, every assigned partition is paused.
 
-        While fewer slots are free than are worth a poll and others are busy, it waits
-        up to `_REFILL_LINGER_S` for more to free, so that one poll takes several
-        uploads: a poll costs about as much CPU as a cache hit, and quick uploads
-        would otherwise be taken one poll each. Pausing is repeated on each turn
-        while full: a rebalance unpauses the partitions it assigns.
+        Pausing is repeated on each turn while full: a rebalance unpauses the
+        partitions it assigns.
         """
         state = self.state
-        room, worth_a_poll = self._room()
-        if 0 < room < worth_a_poll:
-            room = self._await_room()
+        with self._lock:
+            working = self._working
+        unacked = self._tracker.in_flight() - working
+        room = state.room(self.settings.kafka.max_in_flight - working)
+        room = min(room, _MAX_UNACKED - unacked)
         if room <= 0:
             self._source.pause(self._source.assignment())
             state.paused = True
@@ -276,27 +272,6 @@ class Service:
             self._source.resume(self._source.assignment())
             state.paused = False
         return room
-
-    def _room(self) -> tuple[int, int]:
-        """(Room now, room worth a poll): half the slots, or all there can be when less
-        (the run's limit, unacknowledged outcomes); with no worker busy, room ≥ worth."""
-        with self._lock:
-            working = self._working
-        most = self.settings.kafka.max_in_flight
-        unacked_left = _MAX_UNACKED - (self._tracker.in_flight() - working)
-        room = min(self.state.room(most - working), unacked_left)
-        return room, min(max(1, most // 2), self.state.room(most), unacked_left)
-
-    def _await_room(self) -> int:
-        """The room once it is worth a poll, or when `_REFILL_LINGER_S` is up."""
-        deadline = time.monotonic() + _REFILL_LINGER_S
-        while True:
-            self._slot_freed.clear()  # before reading the room: a slot freed after it sets it
-            room, worth_a_poll = self._room()
-            remaining = deadline - time.monotonic()
-            if room >= worth_a_poll or remaining <= 0:
-                return room
-            self._slot_freed.wait(remaining)
 
     def _poll(self, room: int) -> None:
         state = self.state

@@ -121,46 +121,6 @@ def test_no_more_than_max_in_flight_videos_are_screened_at_once() -> None:
     assert len(sink.on("verdicts")) == 10
 
 
-class CountingSource(InMemoryUploadSource):
-    """Records how many uploads each poll that returned any took."""
-
-    def __init__(self, messages: list[Message]) -> None:
-        super().__init__(messages)
-        self.taken: list[int] = []
-
-    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
-        messages = super().poll(timeout_s, max_records)
-        if messages:
-            self.taken.append(len(messages))
-        return messages
-
-
-def test_quick_uploads_are_taken_several_to_a_poll_not_one_as_each_slot_frees() -> None:
-    # A poll costs about as much CPU as a cache hit: one poll an upload would double a burst's.
-    messages = uploads(64)
-    source = CountingSource(messages)
-    service, _, sink = service_for(messages, SlowScreen(0.002), source=source, max_in_flight=8)
-    service.run(max_messages=64)
-    assert len(sink.on("verdicts")) == 64
-    assert sum(source.taken) / len(source.taken) >= 3, source.taken
-
-
-def test_a_free_slot_is_filled_within_moments_while_the_other_workers_stay_busy() -> None:
-    held = ("v-0", "v-1", "v-2")  # the first three taken; they hold three of the four slots
-    screen = SlowScreen(0.0, held=held)
-    service, _, sink = service_for(uploads(23), screen, max_in_flight=4)
-    runner = threading.Thread(target=service.run, kwargs={"max_messages": 23})
-    runner.start()
-    try:
-        until(lambda: len(sink.on("verdicts")) == 20, timeout_s=5)
-        assert screen.running == 3
-    finally:
-        for video_id in held:
-            screen.release(video_id)
-        runner.join(10)
-    assert len(sink.on("verdicts")) == 23
-
-
 def test_a_stop_finishes_in_flight_work_commits_it_and_takes_nothing_new() -> None:
     screen = SlowScreen(0.5)
     service, source, sink = service_for(uploads(8, partitions=1), screen, max_in_flight=2)
