@@ -93,5 +93,8 @@ def test_without_a_limit_every_concurrent_extraction_gets_a_detector(
 
 def test_a_caller_keeps_a_video_waiting_for_scores_beside_each_decoding() -> None:
     assert videos_in_flight(2) == 4
+
+
+def test_a_limit_of_no_workers_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         InProcessExtractor(DetectorConfig(), workers=0)
